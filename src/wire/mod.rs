@@ -14,6 +14,8 @@
 //! - `v1`: the legacy protocol that real Ceph daemons speak.
 
 pub mod message;
+pub mod msgr2;
+pub mod transmit;
 pub mod types;
 
 use std::fmt;
