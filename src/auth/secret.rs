@@ -397,7 +397,7 @@ impl ServerAuth for SecretServer {
 mod tests {
     use super::*;
     use crate::auth::tests::CountingRng;
-    use crate::auth::{KeyStore, Keyring};
+    use crate::auth::{AuthConfig, KeyStore, Keyring};
     use crate::wire::to_hex;
 
     const FIXTURE: &str = include_str!("../../tests/fixtures/client.admin.keyring");
@@ -440,12 +440,343 @@ mod tests {
         run(c, s, &mut CountingRng(0))
     }
 
+    const C1: &str = "010c000000636c69656e742e61646d696ec1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1";
+    const S1: &str = "015e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5ed0b09b7900b1006332753998339fdc66a80dddbbabbacfb36a47c1c0323a2724";
+    const C2: &str = "ed8e226f816ed6e78caf35b5e1964710e53884b1091590895a134bc4dca84e72";
+    const SESSION: &str = "cc2cee262309deda1f4bc03fede8ba3cf91d06f0b659e0b6e63687ecdb9cbd75";
+
+    /// A server that has just answered `c1` (fixed nonce), ready for AUTH 2.
+    fn server_after_hello(c1: &[u8]) -> SecretServer {
+        let mut s = SecretServer::with_nonce(keyring(), [0x5e; 32]);
+        assert!(matches!(
+            s.handle(c1, &mut CountingRng(0)),
+            Ok(Step::Send(_))
+        ));
+        s
+    }
+
+    /// A client that has sent AUTH 1 (fixed nonce), ready for the server's AUTH.
+    fn client_after_start(key: Secret) -> SecretClient {
+        let mut c = SecretClient::with_nonce(NAME, key, [0xc1; 32]).expect("client");
+        c.start(&mut CountingRng(0));
+        c
+    }
+
+    /// Deterministic garbage (xorshift), so a failure names its input.
+    fn garbage(len: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
     #[test]
-    fn print_vector() {
+    fn recorded_exchange_matches_the_vector() {
         let t = recorded();
-        println!("c1 {}", to_hex(&t.c1));
-        println!("s1 {}", to_hex(&t.s1));
-        println!("c2 {}", to_hex(&t.c2));
-        println!("key {}", to_hex(&t.key));
+        assert_eq!(
+            to_hex(admin_key().expose()),
+            "ac310e6145e3971d3993177ce18f678d"
+        );
+        assert_eq!(to_hex(&t.c1), C1);
+        assert_eq!(to_hex(&t.s1), S1);
+        assert_eq!(to_hex(&t.c2), C2);
+        assert_eq!(to_hex(&t.key), SESSION);
+    }
+
+    /// docs/PROTOCOL.md §4.4 shows the same bytes as the code produces.
+    #[test]
+    fn protocol_md_vectors_match_the_code() {
+        let doc = include_str!("../../docs/PROTOCOL.md");
+        let mut found = std::collections::BTreeMap::new();
+        let mut lines = doc.lines();
+        while let Some(line) = lines.next() {
+            let Some(label) = line.strip_prefix("vector: auth.secret ") else {
+                continue;
+            };
+            assert_eq!(lines.next(), Some("```hex"), "block for {label}");
+            let body: String = lines.by_ref().take_while(|l| *l != "```").collect();
+            let bytes = crate::wire::from_hex(&body).expect("hex block");
+            assert!(
+                found.insert(label.to_string(), to_hex(&bytes)).is_none(),
+                "{label} twice"
+            );
+        }
+        let t = recorded();
+        let expected = [
+            ("K", to_hex(admin_key().expose())),
+            ("c2s auth 1", to_hex(&t.c1)),
+            ("s2c auth", to_hex(&t.s1)),
+            ("c2s auth 2", to_hex(&t.c2)),
+            ("session_key", to_hex(&t.key)),
+        ];
+        assert_eq!(
+            found.len(),
+            expected.len(),
+            "labels in the doc: {:?}",
+            found.keys()
+        );
+        for (label, hex) in expected {
+            assert_eq!(found.get(label), Some(&hex), "vector {label}");
+        }
+    }
+
+    #[test]
+    fn full_exchange_through_config_with_fresh_nonces() {
+        let client_cfg = AuthConfig::secret_client(NAME, admin_key());
+        let server_cfg = AuthConfig::secret_server(keyring());
+        let mut keys = Vec::new();
+        for seed in [1u8, 100] {
+            let mut rng = CountingRng(seed);
+            let mut c = client_cfg.client_for(Method::SECRET).expect("client");
+            let mut s = server_cfg.server_for(Method::SECRET).expect("server");
+            assert_eq!((c.method(), s.method()), (Method::SECRET, Method::SECRET));
+            let c1 = c.start(&mut rng);
+            assert_eq!(c.session_key(), None);
+            let Ok(Step::Send(s1)) = s.handle(&c1, &mut rng) else {
+                panic!("no reply")
+            };
+            assert_eq!((s.session_key(), s.peer_name()), (None, None));
+            let Ok(Step::SendAndDone(c2)) = c.handle(&s1) else {
+                panic!("no proof")
+            };
+            assert_eq!(s.handle(&c2, &mut rng), Ok(Step::Done));
+            let key = c.session_key().expect("client done").to_vec();
+            assert_eq!(key.len(), SESSION_KEY_LEN);
+            assert_eq!(s.session_key(), Some(key.as_slice()));
+            assert_eq!(s.peer_name(), Some(NAME));
+            // The secret itself never appears in any payload.
+            let k = admin_key();
+            for p in [&c1, &s1, &c2] {
+                assert!(!p.windows(16).any(|w| w == k.expose()));
+            }
+            keys.push(key);
+        }
+        assert_ne!(keys[0], keys[1], "fresh nonces give fresh session keys");
+    }
+
+    #[test]
+    fn wrong_key_is_caught_by_the_client() {
+        let mut c = client_after_start(Secret::new(&[0x42; 16]));
+        let s1 = crate::wire::from_hex(S1).expect("hex");
+        assert_eq!(c.handle(&s1), Err(AuthError::ServerProofFailed));
+        assert_eq!(c.session_key(), None);
+        // The failed exchange stays failed.
+        assert!(matches!(c.handle(&s1), Err(AuthError::Malformed(_))));
+    }
+
+    #[test]
+    fn wrong_key_is_caught_by_the_server() {
+        // A client holding a different key that proves anyway (it ignores the server's proof).
+        let c1 = crate::wire::from_hex(C1).expect("hex");
+        let wrong = Proofs::new(&Secret::new(&[0x42; 16]), [0xc1; 32], [0x5e; 32], NAME);
+        let mut s = server_after_hello(&c1);
+        let err = s.handle(wrong.sign(LABEL_CLIENT).as_ref(), &mut CountingRng(0));
+        assert_eq!(err, Err(AuthError::BadProof { name: NAME.into() }));
+        assert_eq!((s.session_key(), s.peer_name()), (None, None));
+        let mut s = server_after_hello(&c1);
+        let err = s.handle(&[0u8; 32], &mut CountingRng(0));
+        assert_eq!(err, Err(AuthError::BadProof { name: NAME.into() }));
+    }
+
+    #[test]
+    fn unknown_entity_is_its_own_error() {
+        let mut c = SecretClient::new("client.nobody", admin_key()).expect("client");
+        let c1 = c.start(&mut CountingRng(3));
+        let mut s = SecretServer::new(keyring());
+        let err = s.handle(&c1, &mut CountingRng(4)).unwrap_err();
+        assert_eq!(err, AuthError::UnknownEntity("client.nobody".into()));
+        assert_eq!(err.close_message(), "unknown entity client.nobody");
+        assert_ne!(
+            err,
+            AuthError::BadProof {
+                name: "client.nobody".into()
+            }
+        );
+    }
+
+    #[test]
+    fn a_recorded_exchange_replayed_to_a_fresh_server_fails() {
+        let t = recorded();
+        // Same client payloads, but the new server picks its own nonce.
+        let mut s = SecretServer::new(keyring());
+        let mut rng = CountingRng(0x77);
+        let Ok(Step::Send(s1)) = s.handle(&t.c1, &mut rng) else {
+            panic!("no reply")
+        };
+        assert_ne!(s1, t.s1);
+        assert_eq!(
+            s.handle(&t.c2, &mut rng),
+            Err(AuthError::BadProof { name: NAME.into() })
+        );
+        // And the recorded server reply does not fool a client with a new nonce.
+        let mut c = SecretClient::new(NAME, admin_key()).expect("client");
+        c.start(&mut CountingRng(0x99));
+        assert_eq!(c.handle(&t.s1), Err(AuthError::ServerProofFailed));
+    }
+
+    #[test]
+    fn a_flipped_bit_anywhere_fails_the_exchange() {
+        let t = recorded();
+        for i in 0..t.c1.len() * 8 {
+            let mut c1 = t.c1.clone();
+            c1[i / 8] ^= 1 << (i % 8);
+            let mut s = SecretServer::with_nonce(keyring(), [0x5e; 32]);
+            // Either AUTH 1 is refused, or the recorded proof no longer matches.
+            if let Ok(Step::Send(_)) = s.handle(&c1, &mut CountingRng(0)) {
+                assert!(
+                    s.handle(&t.c2, &mut CountingRng(0)).is_err(),
+                    "bit {i} of c1"
+                );
+            }
+        }
+        for i in 0..t.s1.len() * 8 {
+            let mut s1 = t.s1.clone();
+            s1[i / 8] ^= 1 << (i % 8);
+            let mut c = client_after_start(admin_key());
+            assert!(c.handle(&s1).is_err(), "bit {i} of s1");
+        }
+        for i in 0..t.c2.len() * 8 {
+            let mut c2 = t.c2.clone();
+            c2[i / 8] ^= 1 << (i % 8);
+            let mut s = server_after_hello(&t.c1);
+            assert!(s.handle(&c2, &mut CountingRng(0)).is_err(), "bit {i} of c2");
+        }
+    }
+
+    #[test]
+    fn truncated_and_extended_payloads_are_malformed() {
+        let t = recorded();
+        let malformed = |r: Result<Step, AuthError>| matches!(r, Err(AuthError::Malformed(_)));
+        for cut in 0..t.c1.len() {
+            let mut s = SecretServer::new(keyring());
+            assert!(
+                malformed(s.handle(&t.c1[..cut], &mut CountingRng(0))),
+                "c1[..{cut}]"
+            );
+        }
+        for cut in 0..t.s1.len() {
+            let mut c = client_after_start(admin_key());
+            assert!(malformed(c.handle(&t.s1[..cut])), "s1[..{cut}]");
+        }
+        for cut in 0..t.c2.len() {
+            let mut s = server_after_hello(&t.c1);
+            assert!(
+                malformed(s.handle(&t.c2[..cut], &mut CountingRng(0))),
+                "c2[..{cut}]"
+            );
+        }
+        let extend = |p: &[u8]| [p, &[0u8]].concat();
+        let mut s = SecretServer::new(keyring());
+        assert!(malformed(s.handle(&extend(&t.c1), &mut CountingRng(0))));
+        assert!(malformed(
+            client_after_start(admin_key()).handle(&extend(&t.s1))
+        ));
+        let mut s = server_after_hello(&t.c1);
+        assert!(malformed(s.handle(&extend(&t.c2), &mut CountingRng(0))));
+    }
+
+    #[test]
+    fn garbage_of_every_length_is_an_error_not_a_panic() {
+        for len in 0..=400 {
+            for seed in [1u64, 0xdead_beef] {
+                let mut g = garbage(len, seed + len as u64);
+                for version in [None, Some(SECRET_VERSION)] {
+                    if let (Some(v), Some(first)) = (version, g.first_mut()) {
+                        *first = v;
+                    }
+                    let mut s = SecretServer::new(keyring());
+                    assert!(
+                        s.handle(&g, &mut CountingRng(0)).is_err(),
+                        "server, len {len}"
+                    );
+                    let mut c = client_after_start(admin_key());
+                    assert!(c.handle(&g).is_err(), "client, len {len}");
+                    let mut s = server_after_hello(&crate::wire::from_hex(C1).expect("hex"));
+                    assert!(
+                        s.handle(&g, &mut CountingRng(0)).is_err(),
+                        "proof, len {len}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn names_are_bounded_and_checked() {
+        let hello = |name: &[u8], declared: u32| {
+            let mut p = vec![SECRET_VERSION];
+            p.put_le32(declared);
+            p.extend_from_slice(name);
+            p.extend_from_slice(&[0xc1; 32]);
+            p
+        };
+        let malformed = |p: &[u8]| {
+            let r = SecretServer::new(keyring()).handle(p, &mut CountingRng(0));
+            matches!(r, Err(AuthError::Malformed(_)))
+        };
+        let long = "c".repeat(MAX_AUTH_NAME_LEN + 1);
+        assert!(malformed(&hello(long.as_bytes(), long.len() as u32)));
+        assert!(malformed(&hello(b"", u32::MAX)));
+        assert!(malformed(&hello(b"", 0)));
+        assert!(malformed(&hello(b"client.\xff", 8)));
+        assert!(malformed(&hello(b"client.\n", 8)));
+        assert!(malformed(&[2u8]));
+        // A 256-byte name is fine when the key store knows it.
+        let name = "c".repeat(MAX_AUTH_NAME_LEN);
+        let mut ring = Keyring::new();
+        ring.insert(
+            &name,
+            admin_key(),
+            crate::wire::types::Timespec { sec: 0, nsec: 0 },
+        );
+        let mut s = SecretServer::new(Arc::new(ring));
+        let r = s.handle(
+            &hello(name.as_bytes(), name.len() as u32),
+            &mut CountingRng(0),
+        );
+        assert!(matches!(r, Ok(Step::Send(_))));
+        // Locally, an over-long name or a short key is a configuration error.
+        assert!(matches!(
+            SecretClient::new(&long, admin_key()),
+            Err(AuthError::BadConfig(_))
+        ));
+        assert!(matches!(
+            SecretClient::new("", admin_key()),
+            Err(AuthError::BadConfig(_))
+        ));
+        let short = Secret::new(&[1; 15]);
+        assert!(matches!(
+            SecretClient::new(NAME, short),
+            Err(AuthError::BadConfig(_))
+        ));
+    }
+
+    #[test]
+    fn frames_out_of_order_are_malformed() {
+        let t = recorded();
+        let mut c = SecretClient::new(NAME, admin_key()).expect("client");
+        assert!(matches!(c.handle(&t.s1), Err(AuthError::Malformed(_))));
+        let mut c = client_after_start(admin_key());
+        assert!(
+            c.start(&mut CountingRng(0)).is_empty(),
+            "a second start fails the exchange"
+        );
+        assert!(matches!(c.handle(&t.s1), Err(AuthError::Malformed(_))));
+        // After completion, more AUTH frames are refused on both sides.
+        let mut c = client_after_start(admin_key());
+        assert!(matches!(c.handle(&t.s1), Ok(Step::SendAndDone(_))));
+        assert!(matches!(c.handle(&t.s1), Err(AuthError::Malformed(_))));
+        let mut s = server_after_hello(&t.c1);
+        assert_eq!(s.handle(&t.c2, &mut CountingRng(0)), Ok(Step::Done));
+        assert!(matches!(
+            s.handle(&t.c2, &mut CountingRng(0)),
+            Err(AuthError::Malformed(_))
+        ));
+        assert!(format!("{s:?}").contains("Failed"));
     }
 }
