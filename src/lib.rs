@@ -20,5 +20,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod auth;
 pub mod crypto;
+pub mod proto;
 pub mod wire;
