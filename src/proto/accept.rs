@@ -82,7 +82,11 @@ pub fn decide(
 ) -> Decision {
     let Some(ex) = existing else {
         // Row 1 / row 9: nothing to resume, or a fresh session.
-        return if attempt.resume.is_some() { Decision::Reset } else { Decision::New };
+        return if attempt.resume.is_some() {
+            Decision::Reset
+        } else {
+            Decision::New
+        };
     };
     // Row 1: the peer resumes a session we do not have (our cookie changed: we restarted
     // or replaced it).
@@ -97,7 +101,11 @@ pub fn decide(
     }
     // Row 3: lossy sessions are never resumed; a new session replaces them.
     if ex.lossy {
-        return if attempt.resume.is_some() { Decision::Reset } else { Decision::Adopt { reset: true } };
+        return if attempt.resume.is_some() {
+            Decision::Reset
+        } else {
+            Decision::Adopt { reset: true }
+        };
     }
     let cseq = attempt.connect_seq();
     // Row 4: a new session from a peer we had a session with: it restarted or reset.
@@ -136,15 +144,27 @@ mod tests {
     }
 
     fn ex(state: ExistingState, cseq: u64, pgseq: u64) -> ExistingView {
-        ExistingView { state, lossy: false, connect_seq: cseq, peer_global_seq: pgseq, cookie: 77 }
+        ExistingView {
+            state,
+            lossy: false,
+            connect_seq: cseq,
+            peer_global_seq: pgseq,
+            cookie: 77,
+        }
     }
 
     fn resume(gseq: u64, cseq: u64) -> Attempt {
-        Attempt { global_seq: gseq, resume: Some((77, cseq)) }
+        Attempt {
+            global_seq: gseq,
+            resume: Some((77, cseq)),
+        }
     }
 
     fn fresh(gseq: u64) -> Attempt {
-        Attempt { global_seq: gseq, resume: None }
+        Attempt {
+            global_seq: gseq,
+            resume: None,
+        }
     }
 
     const LOW: u16 = 1000;
@@ -158,22 +178,46 @@ mod tests {
         assert_eq!(d(None, fresh(1)), Decision::New);
         assert_eq!(d(None, resume(1, 3)), Decision::Reset);
         // Row 1: wrong cookie.
-        let wrong = Attempt { global_seq: 5, resume: Some((78, 3)) };
-        assert_eq!(d(Some(ex(ExistingState::Established, 2, 1)), wrong), Decision::Reset);
+        let wrong = Attempt {
+            global_seq: 5,
+            resume: Some((78, 3)),
+        };
+        assert_eq!(
+            d(Some(ex(ExistingState::Established, 2, 1)), wrong),
+            Decision::Reset
+        );
         // Row 2: stale global_seq.
-        assert_eq!(d(Some(ex(ExistingState::Established, 2, 9)), resume(5, 3)), Decision::RetryGlobal(9));
+        assert_eq!(
+            d(Some(ex(ExistingState::Established, 2, 9)), resume(5, 3)),
+            Decision::RetryGlobal(9)
+        );
         // Row 3: lossy.
-        let lossy = ExistingView { lossy: true, ..ex(ExistingState::Established, 2, 1) };
+        let lossy = ExistingView {
+            lossy: true,
+            ..ex(ExistingState::Established, 2, 1)
+        };
         assert_eq!(d(Some(lossy), fresh(5)), Decision::Adopt { reset: true });
         assert_eq!(d(Some(lossy), resume(5, 3)), Decision::Reset);
         // Row 4: peer restarted.
-        assert_eq!(d(Some(ex(ExistingState::Established, 2, 1)), fresh(5)), Decision::Adopt { reset: true });
+        assert_eq!(
+            d(Some(ex(ExistingState::Established, 2, 1)), fresh(5)),
+            Decision::Adopt { reset: true }
+        );
         // Row 5: peer behind.
-        assert_eq!(d(Some(ex(ExistingState::Established, 4, 1)), resume(5, 3)), Decision::RetrySession(4));
+        assert_eq!(
+            d(Some(ex(ExistingState::Established, 4, 1)), resume(5, 3)),
+            Decision::RetrySession(4)
+        );
         // Row 7: duplicate of an established attempt.
-        assert_eq!(d(Some(ex(ExistingState::Established, 3, 1)), resume(5, 3)), Decision::RetrySession(4));
+        assert_eq!(
+            d(Some(ex(ExistingState::Established, 3, 1)), resume(5, 3)),
+            Decision::RetrySession(4)
+        );
         // Row 8: ordinary reconnect.
-        assert_eq!(d(Some(ex(ExistingState::Established, 2, 1)), resume(5, 3)), Decision::Adopt { reset: false });
+        assert_eq!(
+            d(Some(ex(ExistingState::Established, 2, 1)), resume(5, 3)),
+            Decision::Adopt { reset: false }
+        );
     }
 
     #[test]
@@ -181,14 +225,32 @@ mod tests {
         let (a, b) = (addr(LOW), addr(HIGH));
         for (cseq, attempt) in [(0, fresh(5)), (3, resume(5, 3))] {
             // At B, the attempt comes from A (lower): A's connection wins.
-            let at_b = decide(Some(&ex(ExistingState::Connecting, cseq, 0)), &attempt, &a, &b, false);
+            let at_b = decide(
+                Some(&ex(ExistingState::Connecting, cseq, 0)),
+                &attempt,
+                &a,
+                &b,
+                false,
+            );
             // At A, the attempt comes from B (higher): B must wait.
-            let at_a = decide(Some(&ex(ExistingState::Connecting, cseq, 0)), &attempt, &b, &a, false);
+            let at_a = decide(
+                Some(&ex(ExistingState::Connecting, cseq, 0)),
+                &attempt,
+                &b,
+                &a,
+                false,
+            );
             assert_eq!(at_b, Decision::Adopt { reset: false });
             assert_eq!(at_a, Decision::Wait);
         }
         // A server never connects, so the incoming connection always wins.
-        let s = decide(Some(&ex(ExistingState::Connecting, 0, 0)), &fresh(1), &b, &a, true);
+        let s = decide(
+            Some(&ex(ExistingState::Connecting, 0, 0)),
+            &fresh(1),
+            &b,
+            &a,
+            true,
+        );
         assert_eq!(s, Decision::Adopt { reset: false });
     }
 }

@@ -112,7 +112,9 @@ impl Error {
     /// The CLOSE reason that tells the peer about this error, if one should be sent.
     pub fn close_reason(&self) -> Option<CloseReason> {
         Some(match self {
-            Error::Frame(_) | Error::UnexpectedFrame { .. } | Error::PeerMisbehaved(_) => CloseReason::PROTOCOL,
+            Error::Frame(_) | Error::UnexpectedFrame { .. } | Error::PeerMisbehaved(_) => {
+                CloseReason::PROTOCOL
+            }
             Error::Auth(_) => CloseReason::AUTH_FAILED,
             Error::NoCommonAuthMethod { .. } => CloseReason::AUTH_METHOD,
             Error::ModeRefused(_) => CloseReason::MODE_REQUIRED,
@@ -139,19 +141,25 @@ impl fmt::Display for Error {
             Error::Closed { reason, message } if message.is_empty() => {
                 write!(f, "peer closed the connection ({reason:?})")
             }
-            Error::Closed { reason, message } => write!(f, "peer closed the connection ({reason:?}): {message}"),
+            Error::Closed { reason, message } => {
+                write!(f, "peer closed the connection ({reason:?}): {message}")
+            }
             Error::NoCommonAuthMethod { offered } => {
                 write!(f, "no common auth method: the server allows {offered:?}")
             }
             Error::ModeRefused(m) => write!(f, "connection mode refused: {m}"),
-            Error::MissingFeatures { missing } => write!(f, "missing required features 0x{missing:x}"),
+            Error::MissingFeatures { missing } => {
+                write!(f, "missing required features 0x{missing:x}")
+            }
             Error::BadProtocolVersion { ours, theirs } => {
                 write!(f, "protocol version mismatch: ours {ours}, peer {theirs}")
             }
             Error::PolicyMismatch(m) => write!(f, "policy mismatch: {m}"),
             Error::IdleTimeout => f.write_str("idle timeout: nothing received from the peer"),
             Error::HandshakeTimeout => f.write_str("handshake did not complete in time"),
-            Error::KeysExhausted => f.write_str("frame counter limit reached; reconnecting with fresh keys"),
+            Error::KeysExhausted => {
+                f.write_str("frame counter limit reached; reconnecting with fresh keys")
+            }
             Error::Transport(m) => write!(f, "transport: {m}"),
             Error::MarkedDown => f.write_str("connection marked down"),
         }

@@ -26,32 +26,68 @@ pub struct Policy {
 impl Policy {
     /// Stateful server: keeps sessions, never reconnects (lossy=F, server=T, standby=T, resetcheck=T).
     pub const fn stateful_server() -> Self {
-        Policy { lossy: false, server: true, standby: true, resetcheck: true, features_required: 0 }
+        Policy {
+            lossy: false,
+            server: true,
+            standby: true,
+            resetcheck: true,
+            features_required: 0,
+        }
     }
 
     /// Stateless server: forgets sessions on a fault (T, T, F, F).
     pub const fn stateless_server() -> Self {
-        Policy { lossy: true, server: true, standby: false, resetcheck: false, features_required: 0 }
+        Policy {
+            lossy: true,
+            server: true,
+            standby: false,
+            resetcheck: false,
+            features_required: 0,
+        }
     }
 
     /// Lossless peer: both sides reconnect, standby when idle, no reset check (F, F, T, F).
     pub const fn lossless_peer() -> Self {
-        Policy { lossy: false, server: false, standby: true, resetcheck: false, features_required: 0 }
+        Policy {
+            lossy: false,
+            server: false,
+            standby: true,
+            resetcheck: false,
+            features_required: 0,
+        }
     }
 
     /// Lossless peer that detects the peer's session resets (F, F, T, T).
     pub const fn lossless_peer_reuse() -> Self {
-        Policy { lossy: false, server: false, standby: true, resetcheck: true, features_required: 0 }
+        Policy {
+            lossy: false,
+            server: false,
+            standby: true,
+            resetcheck: true,
+            features_required: 0,
+        }
     }
 
     /// Lossy client: a fault ends the session (T, F, F, F).
     pub const fn lossy_client() -> Self {
-        Policy { lossy: true, server: false, standby: false, resetcheck: false, features_required: 0 }
+        Policy {
+            lossy: true,
+            server: false,
+            standby: false,
+            resetcheck: false,
+            features_required: 0,
+        }
     }
 
     /// Lossless client: reconnects and replays after faults (F, F, F, T).
     pub const fn lossless_client() -> Self {
-        Policy { lossy: false, server: false, standby: false, resetcheck: true, features_required: 0 }
+        Policy {
+            lossy: false,
+            server: false,
+            standby: false,
+            resetcheck: true,
+            features_required: 0,
+        }
     }
 
     /// The same policy requiring `features` from the peer.
@@ -77,7 +113,13 @@ impl Policy {
 impl Default for Policy {
     /// Ceph's defaults: lossless, reconnecting, reset check on.
     fn default() -> Self {
-        Policy { lossy: false, server: false, standby: false, resetcheck: true, features_required: 0 }
+        Policy {
+            lossy: false,
+            server: false,
+            standby: false,
+            resetcheck: true,
+            features_required: 0,
+        }
     }
 }
 
@@ -93,12 +135,18 @@ pub struct PolicyTable {
 impl PolicyTable {
     /// A table where every peer type gets `default`.
     pub fn new(default: Policy) -> Self {
-        PolicyTable { default, by_type: Vec::new() }
+        PolicyTable {
+            default,
+            by_type: Vec::new(),
+        }
     }
 
     /// The policy for peers of type `ty`.
     pub fn get(&self, ty: EntityType) -> Policy {
-        self.by_type.iter().find(|(t, _)| *t == ty).map_or(self.default, |(_, p)| *p)
+        self.by_type
+            .iter()
+            .find(|(t, _)| *t == ty)
+            .map_or(self.default, |(_, p)| *p)
     }
 
     /// Set the policy for peers of type `ty`.
@@ -123,7 +171,10 @@ mod tests {
         assert_eq!(t(Policy::lossless_peer_reuse()), (false, false, true, true));
         assert_eq!(t(Policy::lossy_client()), (true, false, false, false));
         assert_eq!(t(Policy::lossless_client()), (false, false, false, true));
-        assert_eq!(Policy::from_name("lossy_client"), Some(Policy::lossy_client()));
+        assert_eq!(
+            Policy::from_name("lossy_client"),
+            Some(Policy::lossy_client())
+        );
         assert_eq!(Policy::from_name("nope"), None);
     }
 }

@@ -35,7 +35,10 @@ impl OutQueue {
     fn push(&mut self, msg: Message) {
         self.len += 1;
         self.bytes += msg.payload_len();
-        self.by_priority.entry(msg.priority).or_default().push_back(msg);
+        self.by_priority
+            .entry(msg.priority)
+            .or_default()
+            .push_back(msg);
     }
 
     fn pop(&mut self) -> Option<Message> {
@@ -169,7 +172,9 @@ impl Session {
         if seq == expected {
             Incoming::Deliver
         } else {
-            Incoming::Gap { missing_from: expected }
+            Incoming::Gap {
+                missing_from: expected,
+            }
         }
     }
 
@@ -251,8 +256,9 @@ mod tests {
         s.queue(msg(2, priority::HIGH));
         s.queue(msg(3, priority::DEFAULT));
         s.queue(msg(4, priority::HIGH));
-        let order: Vec<(u8, u64)> =
-            std::iter::from_fn(|| s.next_outgoing()).map(|m| (m.front[0], m.seq)).collect();
+        let order: Vec<(u8, u64)> = std::iter::from_fn(|| s.next_outgoing())
+            .map(|m| (m.front[0], m.seq))
+            .collect();
         assert_eq!(order, vec![(2, 1), (4, 2), (1, 3), (3, 4)]);
     }
 
@@ -269,7 +275,9 @@ mod tests {
         assert_eq!(s.unacked(), 2);
         s.requeue_sent();
         s.discard_acked_replays(2);
-        let seqs: Vec<u64> = std::iter::from_fn(|| s.next_outgoing()).map(|m| m.seq).collect();
+        let seqs: Vec<u64> = std::iter::from_fn(|| s.next_outgoing())
+            .map(|m| m.seq)
+            .collect();
         assert_eq!(seqs, vec![3, 4, 5]);
     }
 

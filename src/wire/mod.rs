@@ -159,10 +159,18 @@ impl<'a> Reader<'a> {
     }
 
     /// A le32 length followed by that many bytes, the length checked against `limit` first.
-    pub fn len_prefixed(&mut self, limit: u32, what: &'static str) -> Result<&'a [u8], DecodeError> {
+    pub fn len_prefixed(
+        &mut self,
+        limit: u32,
+        what: &'static str,
+    ) -> Result<&'a [u8], DecodeError> {
         let len = self.le32(what)?;
         if len > limit {
-            return Err(DecodeError::TooLarge { what, len: len.into(), limit: limit.into() });
+            return Err(DecodeError::TooLarge {
+                what,
+                len: len.into(),
+                limit: limit.into(),
+            });
         }
         self.take(len as usize, what)
     }
@@ -171,7 +179,11 @@ impl<'a> Reader<'a> {
     pub fn count(&mut self, limit: u32, what: &'static str) -> Result<usize, DecodeError> {
         let n = self.le32(what)?;
         if n > limit {
-            return Err(DecodeError::TooLarge { what, len: n.into(), limit: limit.into() });
+            return Err(DecodeError::TooLarge {
+                what,
+                len: n.into(),
+                limit: limit.into(),
+            });
         }
         Ok(n as usize)
     }
@@ -312,7 +324,13 @@ mod tests {
         let mut r = Reader::new(&[1, 2, 3]);
         assert_eq!(r.le16("x").unwrap(), 0x0201);
         assert!(r.le16("y").unwrap_err().is_truncated());
-        assert_eq!(r.expect_end("v"), Err(DecodeError::TrailingBytes { what: "v", count: 1 }));
+        assert_eq!(
+            r.expect_end("v"),
+            Err(DecodeError::TrailingBytes {
+                what: "v",
+                count: 1
+            })
+        );
     }
 
     #[test]
@@ -320,7 +338,10 @@ mod tests {
         let mut buf = Vec::new();
         buf.put_le32(1_000_000);
         let mut r = Reader::new(&buf);
-        assert!(matches!(r.len_prefixed(100, "blob"), Err(DecodeError::TooLarge { len: 1_000_000, .. })));
+        assert!(matches!(
+            r.len_prefixed(100, "blob"),
+            Err(DecodeError::TooLarge { len: 1_000_000, .. })
+        ));
     }
 
     #[test]

@@ -109,7 +109,11 @@ pub struct ParseNameError(pub String);
 
 impl fmt::Display for ParseNameError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid entity name {:?}: expected TYPE.NUMBER such as client.4123 or osd.3", self.0)
+        write!(
+            f,
+            "invalid entity name {:?}: expected TYPE.NUMBER such as client.4123 or osd.3",
+            self.0
+        )
     }
 }
 
@@ -122,7 +126,11 @@ impl FromStr for EntityName {
         let err = || ParseNameError(s.to_string());
         let (ty, num) = s.split_once('.').ok_or_else(err)?;
         let ty = EntityType::from_name(ty).ok_or_else(err)?;
-        let num = if num == "-1" { u64::MAX } else { num.parse().map_err(|_| err())? };
+        let num = if num == "-1" {
+            u64::MAX
+        } else {
+            num.parse().map_err(|_| err())?
+        };
         Ok(EntityName { ty, num })
     }
 }
@@ -198,12 +206,20 @@ pub const MAX_ADDRS: u32 = 16;
 impl EntityAddr {
     /// A blank address of the given kind (no IP, port 0).
     pub const fn blank(kind: AddrType, nonce: u32) -> Self {
-        EntityAddr { kind, nonce, addr: None }
+        EntityAddr {
+            kind,
+            nonce,
+            addr: None,
+        }
     }
 
     /// An address of the given kind for a socket address.
     pub const fn new(kind: AddrType, addr: SocketAddr, nonce: u32) -> Self {
-        EntityAddr { kind, nonce, addr: Some(addr) }
+        EntityAddr {
+            kind,
+            nonce,
+            addr: Some(addr),
+        }
     }
 
     /// True if there is no IP (an unbound client).
@@ -257,11 +273,24 @@ impl EntityAddr {
                 let mut ip = [0u8; 16];
                 ip.copy_from_slice(&ss[8..24]);
                 let scope = u32::from_le_bytes([ss[24], ss[25], ss[26], ss[27]]);
-                Some(SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::from(ip), port, flow, scope)))
+                Some(SocketAddr::V6(SocketAddrV6::new(
+                    Ipv6Addr::from(ip),
+                    port,
+                    flow,
+                    scope,
+                )))
             }
-            _ => return Err(DecodeError::Invalid { what: "legacy_addr.family" }),
+            _ => {
+                return Err(DecodeError::Invalid {
+                    what: "legacy_addr.family",
+                })
+            }
         };
-        Ok(EntityAddr { kind: AddrType::LEGACY, nonce, addr })
+        Ok(EntityAddr {
+            kind: AddrType::LEGACY,
+            nonce,
+            addr,
+        })
     }
 
     fn sockaddr_bytes(&self) -> Vec<u8> {
@@ -292,7 +321,9 @@ impl EntityAddr {
             return Ok(None);
         }
         if sa.len() < 4 {
-            return Err(DecodeError::Invalid { what: "entity_addr.sockaddr length" });
+            return Err(DecodeError::Invalid {
+                what: "entity_addr.sockaddr length",
+            });
         }
         let family = u16::from_le_bytes([sa[0], sa[1]]);
         let port = u16::from_be_bytes([sa[2], sa[3]]);
@@ -306,9 +337,16 @@ impl EntityAddr {
                 let mut ip = [0u8; 16];
                 ip.copy_from_slice(&sa[8..24]);
                 let scope = u32::from_le_bytes([sa[24], sa[25], sa[26], sa[27]]);
-                Ok(Some(SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::from(ip), port, flow, scope))))
+                Ok(Some(SocketAddr::V6(SocketAddrV6::new(
+                    Ipv6Addr::from(ip),
+                    port,
+                    flow,
+                    scope,
+                ))))
             }
-            _ => Err(DecodeError::Invalid { what: "entity_addr.sockaddr family" }),
+            _ => Err(DecodeError::Invalid {
+                what: "entity_addr.sockaddr family",
+            }),
         }
     }
 }
@@ -332,12 +370,16 @@ impl Codec for EntityAddr {
 
     fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         if r.u8("entity_addr.marker")? != 1 {
-            return Err(DecodeError::Invalid { what: "entity_addr.marker (expected 1)" });
+            return Err(DecodeError::Invalid {
+                what: "entity_addr.marker (expected 1)",
+            });
         }
         let _version = r.u8("entity_addr.version")?;
         let compat = r.u8("entity_addr.compat")?;
         if compat > 1 {
-            return Err(DecodeError::Invalid { what: "entity_addr.compat (newer than 1)" });
+            return Err(DecodeError::Invalid {
+                what: "entity_addr.compat (newer than 1)",
+            });
         }
         let body = r.len_prefixed(12 + MAX_SOCKADDR_LEN, "entity_addr.length")?;
         let mut b = Reader::new(body);
@@ -371,7 +413,11 @@ pub struct ParseAddrError(pub String);
 
 impl fmt::Display for ParseAddrError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid address {:?}: expected [v1:|v2:]IP:PORT[/NONCE], e.g. v2:127.0.0.1:3300", self.0)
+        write!(
+            f,
+            "invalid address {:?}: expected [v1:|v2:]IP:PORT[/NONCE], e.g. v2:127.0.0.1:3300",
+            self.0
+        )
     }
 }
 
@@ -408,7 +454,10 @@ pub struct AddrVec(pub Vec<EntityAddr>);
 impl AddrVec {
     /// The first address of the given kind, or the first address at all.
     pub fn pick(&self, kind: AddrType) -> Option<&EntityAddr> {
-        self.0.iter().find(|a| a.kind == kind).or_else(|| self.0.first())
+        self.0
+            .iter()
+            .find(|a| a.kind == kind)
+            .or_else(|| self.0.first())
     }
 }
 
@@ -432,7 +481,9 @@ impl Codec for AddrVec {
 
     fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         if r.u8("entity_addrvec.marker")? != 2 {
-            return Err(DecodeError::Invalid { what: "entity_addrvec.marker (expected 2)" });
+            return Err(DecodeError::Invalid {
+                what: "entity_addrvec.marker (expected 2)",
+            });
         }
         let n = r.count(MAX_ADDRS, "entity_addrvec.count")?;
         let mut v = Vec::with_capacity(n);
@@ -455,7 +506,10 @@ pub struct Timespec {
 impl Timespec {
     /// From a duration since the sender's epoch (wrapping after 2^32 seconds).
     pub fn from_duration(d: std::time::Duration) -> Self {
-        Timespec { sec: d.as_secs() as u32, nsec: d.subsec_nanos() }
+        Timespec {
+            sec: d.as_secs() as u32,
+            nsec: d.subsec_nanos(),
+        }
     }
 
     /// As a duration since the sender's epoch.
@@ -487,11 +541,18 @@ mod tests {
     #[test]
     fn legacy_addr_matches_the_v1_facts_example() {
         // ceph-v1-facts §5.2: nonce 0x12345678, 127.0.0.1 port 0.
-        let a = EntityAddr::new(AddrType::LEGACY, "127.0.0.1:0".parse().unwrap(), 0x1234_5678);
+        let a = EntityAddr::new(
+            AddrType::LEGACY,
+            "127.0.0.1:0".parse().unwrap(),
+            0x1234_5678,
+        );
         let mut out = Vec::new();
         a.encode_legacy(&mut out);
         assert_eq!(out.len(), LEGACY_ADDR_LEN);
-        assert_eq!(&out[..16], &from_hex("00000000 78563412 0002 0000 7f000001").unwrap()[..]);
+        assert_eq!(
+            &out[..16],
+            &from_hex("00000000 78563412 0002 0000 7f000001").unwrap()[..]
+        );
         assert!(out[16..].iter().all(|&b| b == 0));
         let back = EntityAddr::read_legacy(&mut Reader::new(&out)).unwrap();
         assert_eq!(back, a);
@@ -516,7 +577,10 @@ mod tests {
     fn addrvec_count_is_limited() {
         let mut bytes = vec![2];
         bytes.put_le32(MAX_ADDRS + 1);
-        assert!(matches!(AddrVec::decode_exact(&bytes), Err(DecodeError::TooLarge { .. })));
+        assert!(matches!(
+            AddrVec::decode_exact(&bytes),
+            Err(DecodeError::TooLarge { .. })
+        ));
     }
 
     #[test]

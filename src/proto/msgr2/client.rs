@@ -7,7 +7,8 @@ use log::{debug, info, warn};
 use crate::auth::{Method, Step};
 use crate::crypto::{derive_keys, Protection, RxProtector, TxProtector};
 use crate::wire::msgr2::{
-    Auth, AuthDone, AuthSetMethod, Frame, Ident, Reconnect, Start, AUTH_NONE, IDENT_INITIATOR, IDENT_LOSSY,
+    Auth, AuthDone, AuthSetMethod, Frame, Ident, Reconnect, Start, AUTH_NONE, IDENT_INITIATOR,
+    IDENT_LOSSY,
 };
 
 use super::super::event::{Error, Event};
@@ -24,7 +25,9 @@ impl Connection {
             .preferred_method
             .filter(|m| self.cfg.auth.client_methods.iter().any(|c| c.0 == *m))
             .or_else(|| self.cfg.auth.client_methods.first().map(|m| m.0))
-            .ok_or(Error::NoCommonAuthMethod { offered: Vec::new() })?;
+            .ok_or(Error::NoCommonAuthMethod {
+                offered: Vec::new(),
+            })?;
         if let Some(link) = &mut self.link {
             link.queue_banner(&banner);
         }
@@ -43,7 +46,9 @@ impl Connection {
             link.phase = Phase::ExpectAuth;
         }
         self.queue_frame(&Frame::AuthSetMethod(AuthSetMethod { method }))?;
-        self.queue_frame(&Frame::Auth(Auth { payload: first.into() }))?;
+        self.queue_frame(&Frame::Auth(Auth {
+            payload: first.into(),
+        }))?;
         if done {
             self.client_auth_complete(now)?;
         }
@@ -54,7 +59,9 @@ impl Connection {
     /// direction to its protection, and pipeline IDENT and START/RECONNECT.
     fn client_auth_complete(&mut self, _now: Instant) -> Result<(), Error> {
         let mode = self.cfg.mode;
-        let Some(link) = &mut self.link else { return Ok(()) };
+        let Some(link) = &mut self.link else {
+            return Ok(());
+        };
         link.auth_complete = true;
         let keyed = link.method != AUTH_NONE;
         let (flags, signature) = if keyed {
@@ -62,7 +69,9 @@ impl Connection {
                 .client_auth
                 .as_ref()
                 .and_then(|a| a.session_key().map(<[u8]>::to_vec))
-                .ok_or(Error::PeerMisbehaved("auth method finished without a session key"))?;
+                .ok_or(Error::PeerMisbehaved(
+                    "auth method finished without a session key",
+                ))?;
             let t_c = link.finish_tx_hash();
             let t_s = link.rx_hash.as_ref().map_or([0u8; 32], |h| {
                 let mut out = [0u8; 32];
@@ -84,7 +93,10 @@ impl Connection {
             (0, [0u8; 32])
         };
         link.flags = flags;
-        link.queue(&Frame::AuthDone(AuthDone { flags, signature }), &mut *self.rng)?;
+        link.queue(
+            &Frame::AuthDone(AuthDone { flags, signature }),
+            &mut *self.rng,
+        )?;
         link.sent_auth_done = true;
         if let (Some(keys), Some(p)) = (&link.keys, Protection::from_flags(flags)) {
             link.tx = TxProtector::new(p, &keys.c2s, self.cfg.max_frames_per_key);
@@ -104,7 +116,10 @@ impl Connection {
     /// START for a new session, RECONNECT to resume one.
     fn client_queue_session_frame(&mut self) -> Result<(), Error> {
         let frame = if self.session.connect_seq == 0 {
-            Frame::Start(Start { flags: 0, global_seq: self.session.global_seq })
+            Frame::Start(Start {
+                flags: 0,
+                global_seq: self.session.global_seq,
+            })
         } else {
             Frame::Reconnect(Reconnect {
                 cookie: self.session.peer_cookie,
@@ -117,17 +132,26 @@ impl Connection {
     }
 
     pub(super) fn client_frame(&mut self, frame: Frame, now: Instant) -> Result<(), Error> {
-        let Some(link) = &mut self.link else { return Ok(()) };
+        let Some(link) = &mut self.link else {
+            return Ok(());
+        };
         let phase = link.phase;
         match (phase, frame) {
             (Phase::ExpectAuth, Frame::AuthBadMethod(bad)) => {
                 if link.bad_method_seen {
-                    return Err(Error::PeerMisbehaved("a second AUTH_BAD_METHOD on one connection"));
+                    return Err(Error::PeerMisbehaved(
+                        "a second AUTH_BAD_METHOD on one connection",
+                    ));
                 }
                 if bad.method != link.method {
-                    return Err(Error::PeerMisbehaved("AUTH_BAD_METHOD names a method we did not choose"));
+                    return Err(Error::PeerMisbehaved(
+                        "AUTH_BAD_METHOD names a method we did not choose",
+                    ));
                 }
-                debug!("[{}] server refused auth method 0x{:x}", self.peer.addr, bad.method);
+                debug!(
+                    "[{}] server refused auth method 0x{:x}",
+                    self.peer.addr, bad.method
+                );
                 link.bad_method_seen = true;
                 link.phase = Phase::ExpectMethods;
                 Ok(())
@@ -136,7 +160,10 @@ impl Connection {
                 let pick = self.cfg.auth.pick_client_method(&m.methods);
                 match pick {
                     Some(method) => {
-                        info!("[{}] falling back to auth method 0x{:x}", self.peer.addr, method.0);
+                        info!(
+                            "[{}] falling back to auth method 0x{:x}",
+                            self.peer.addr, method.0
+                        );
                         self.client_set_method(method.0, now)
                     }
                     None => Err(Error::NoCommonAuthMethod { offered: m.methods }),
@@ -158,7 +185,9 @@ impl Connection {
             }
             (Phase::ExpectAuth, Frame::AuthDone(done)) if link.sent_auth_done => {
                 if done.flags != link.flags {
-                    return Err(Error::PeerMisbehaved("server AUTH_DONE flags differ from ours"));
+                    return Err(Error::PeerMisbehaved(
+                        "server AUTH_DONE flags differ from ours",
+                    ));
                 }
                 match &link.keys {
                     Some(keys) => {
@@ -172,7 +201,11 @@ impl Connection {
                         }
                     }
                     None if done.signature == [0u8; 32] && done.flags == 0 => {}
-                    None => return Err(Error::PeerMisbehaved("AUTH_DONE with flags or signature under auth none")),
+                    None => {
+                        return Err(Error::PeerMisbehaved(
+                            "AUTH_DONE with flags or signature under auth none",
+                        ))
+                    }
                 }
                 link.rx_hash = None;
                 link.tx_hash = None;
@@ -188,13 +221,21 @@ impl Connection {
                 theirs: b.protocol_version,
             }),
             (Phase::ExpectIdent, Frame::ReconnectWait) => {
-                info!("[{}] lost the connection race; waiting for the peer's connection", self.peer.addr);
+                info!(
+                    "[{}] lost the connection race; waiting for the peer's connection",
+                    self.peer.addr
+                );
                 self.state = State::Wait;
-                Err(Error::Transport("connection race lost (RECONNECT_WAIT)".into()))
+                Err(Error::Transport(
+                    "connection race lost (RECONNECT_WAIT)".into(),
+                ))
             }
             (Phase::ExpectSessionReply, frame) => self.client_session_reply(frame, now),
             (Phase::Open, frame) => self.exchange_frame(frame, now),
-            (phase, frame) => Err(Error::UnexpectedFrame { tag: frame.tag(), expected: phase.expected() }),
+            (phase, frame) => Err(Error::UnexpectedFrame {
+                tag: frame.tag(),
+                expected: phase.expected(),
+            }),
         }
     }
 
@@ -214,13 +255,19 @@ impl Connection {
                 "[{}] server decides the session is {}; our policy said {}",
                 self.peer.addr,
                 if lossy { "lossy" } else { "lossless" },
-                if self.session.lossy { "lossy" } else { "lossless" }
+                if self.session.lossy {
+                    "lossy"
+                } else {
+                    "lossless"
+                }
             );
             self.session.lossy = lossy;
             self.policy.lossy = lossy;
         }
         if !lossy && ident.flags & IDENT_INITIATOR == 0 && self.policy.server {
-            return Err(Error::PolicyMismatch("lossless session where neither side reconnects"));
+            return Err(Error::PolicyMismatch(
+                "lossless session where neither side reconnects",
+            ));
         }
         self.peer.features = self.cfg.features_supported & ident.features_supported;
         self.peer.ty = ident.entity_type;
@@ -233,7 +280,9 @@ impl Connection {
     }
 
     fn client_session_reply(&mut self, frame: Frame, now: Instant) -> Result<(), Error> {
-        let Some(link) = &mut self.link else { return Ok(()) };
+        let Some(link) = &mut self.link else {
+            return Ok(());
+        };
         let server_cookie = link.peer_ident.as_ref().map_or(0, |i| i.cookie);
         match frame {
             Frame::Start(start) => {
@@ -274,7 +323,10 @@ impl Connection {
                 self.events.push_back(Event::RemoteReset);
                 self.client_queue_session_frame()
             }
-            other => Err(Error::UnexpectedFrame { tag: other.tag(), expected: Phase::ExpectSessionReply.expected() }),
+            other => Err(Error::UnexpectedFrame {
+                tag: other.tag(),
+                expected: Phase::ExpectSessionReply.expected(),
+            }),
         }
     }
 

@@ -31,12 +31,18 @@ impl Connection {
                 self.last_keepalive_ack = Some(now);
                 Ok(())
             }
-            other => Err(Error::UnexpectedFrame { tag: other.tag(), expected: "MSG, ACK, KEEPALIVE2 or CLOSE" }),
+            other => Err(Error::UnexpectedFrame {
+                tag: other.tag(),
+                expected: "MSG, ACK, KEEPALIVE2 or CLOSE",
+            }),
         }
     }
 
     fn on_msg(&mut self, msg: Msg) -> Result<(), Error> {
-        let protected = self.link.as_ref().is_some_and(|l| l.rx.protection() != Protection::Plain);
+        let protected = self
+            .link
+            .as_ref()
+            .is_some_and(|l| l.rx.protection() != Protection::Plain);
         if protected && msg.header.flags & crate::wire::msgr2::MSG_FLAG_CRC != 0 {
             return Err(Error::PeerMisbehaved("CRC flag set on a protected MSG"));
         }
@@ -51,9 +57,14 @@ impl Connection {
             }
             Incoming::Gap { missing_from } => {
                 if !self.session.lossy {
-                    return Err(Error::PeerMisbehaved("message sequence gap on a lossless session"));
+                    return Err(Error::PeerMisbehaved(
+                        "message sequence gap on a lossless session",
+                    ));
                 }
-                debug!("[{}] messages {missing_from}..{seq} skipped by a lossy peer", self.peer.addr);
+                debug!(
+                    "[{}] messages {missing_from}..{seq} skipped by a lossy peer",
+                    self.peer.addr
+                );
             }
         }
         let message = msg.into_message();
@@ -65,24 +76,33 @@ impl Connection {
     /// Put what is due into the link's transmit buffer: a keepalive ack, a keepalive,
     /// messages (each carrying the latest ack), and an ACK if no message carried it.
     pub(super) fn fill_transmit(&mut self, now: Instant) -> Result<(), Error> {
-        let Some(link) = &mut self.link else { return Ok(()) };
+        let Some(link) = &mut self.link else {
+            return Ok(());
+        };
         if !link.is_open() {
             return Ok(());
         }
         if let Some(stamp) = link.keepalive_ack_due.take() {
-            link.queue(&Frame::Keepalive2Ack(Keepalive2Ack { stamp }), &mut *self.rng)?;
+            link.queue(
+                &Frame::Keepalive2Ack(Keepalive2Ack { stamp }),
+                &mut *self.rng,
+            )?;
         }
         if let Some(iv) = self.cfg.keepalive_interval {
             if now >= link.last_keepalive_tx + iv {
                 link.last_keepalive_tx = now;
-                let stamp = crate::wire::types::Timespec::from_duration(now.saturating_duration_since(self.epoch));
+                let stamp = crate::wire::types::Timespec::from_duration(
+                    now.saturating_duration_since(self.epoch),
+                );
                 link.queue(&Frame::Keepalive2(Keepalive2 { stamp }), &mut *self.rng)?;
             }
         }
         let crc = self.cfg.crc && link.tx.protection() == Protection::Plain;
         let budget = self.cfg.max_batch_bytes;
         while link.out.len() < budget {
-            let Some(msg) = self.session.next_outgoing() else { break };
+            let Some(msg) = self.session.next_outgoing() else {
+                break;
+            };
             let ack = self.session.take_ack();
             let frame = Frame::Msg(Msg::from_message(&msg, msg.seq, ack, self.cfg.name, crc));
             link.queue(&frame, &mut *self.rng)?;

@@ -165,7 +165,9 @@ impl Link {
                 return Ok(());
             }
         }
-        self.tx.seal(frame, rng, &mut self.out).map_err(|_| Error::KeysExhausted)
+        self.tx
+            .seal(frame, rng, &mut self.out)
+            .map_err(|_| Error::KeysExhausted)
     }
 
     /// Hash received wire bytes into the peer's transcript (while it is kept).

@@ -29,8 +29,8 @@ use super::policy::Policy;
 use super::session::Session;
 use super::ProtoConfig;
 
-pub use link::{Phase, Role};
 use link::Link;
+pub use link::{Phase, Role};
 
 /// Where the session stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,7 +121,13 @@ impl Connection {
             state: State::Connecting,
             session: Session::new(cookie, policy.lossy),
             link: None,
-            peer: Peer { addr: peer, ty: peer_type, name: None, addrs: AddrVec::default(), features: 0 },
+            peer: Peer {
+                addr: peer,
+                ty: peer_type,
+                name: None,
+                addrs: AddrVec::default(),
+                features: 0,
+            },
             events: VecDeque::new(),
             reconnect_at: None,
             backoff,
@@ -136,7 +142,12 @@ impl Connection {
     }
 
     /// A transport someone connected to us. We send our banner at once.
-    pub fn incoming(cfg: Arc<ProtoConfig>, rng: Box<dyn Random>, link_id: LinkId, now: Instant) -> Self {
+    pub fn incoming(
+        cfg: Arc<ProtoConfig>,
+        rng: Box<dyn Random>,
+        link_id: LinkId,
+        now: Instant,
+    ) -> Self {
         let mut link = Link::new(link_id, Role::Server, cfg.limits, now);
         link.queue_banner(&our_banner(&cfg));
         let backoff = cfg.backoff_initial;
@@ -171,11 +182,18 @@ impl Connection {
     /// Ignored unless the session is connecting or in standby.
     pub fn start_link(&mut self, link_id: LinkId, now: Instant) {
         if !matches!(self.state, State::Connecting | State::Standby | State::Wait) {
-            debug!("[{}] start_link in state {:?} ignored", self.peer.addr, self.state);
+            debug!(
+                "[{}] start_link in state {:?} ignored",
+                self.peer.addr, self.state
+            );
             return;
         }
         if let Some(old) = self.link.take() {
-            self.push_link_closed(old, Error::Transport("superseded by a new connection".into()), Initiator::Local);
+            self.push_link_closed(
+                old,
+                Error::Transport("superseded by a new connection".into()),
+                Initiator::Local,
+            );
         }
         self.state = State::Connecting;
         self.reconnect_at = None;
@@ -425,7 +443,9 @@ impl Connection {
     pub fn decide_accept(&mut self, decision: Decision, now: Instant) {
         let r = match decision {
             Decision::New => self.server_accept_new(now),
-            Decision::Adopt { .. } => Err(Error::PeerMisbehaved("internal: adopt on the incoming connection")),
+            Decision::Adopt { .. } => Err(Error::PeerMisbehaved(
+                "internal: adopt on the incoming connection",
+            )),
             other => self.server_refuse(other, now),
         };
         if let Err(e) = r {
@@ -487,7 +507,11 @@ impl Connection {
             }
             log::trace!("[{}] rx {:?}", self.peer.addr, decoded.frame.tag());
             if let Err(e) = self.on_frame(decoded.frame, decoded.raw, now) {
-                let initiator = if matches!(e, Error::Closed { .. }) { Initiator::Peer } else { Initiator::Local };
+                let initiator = if matches!(e, Error::Closed { .. }) {
+                    Initiator::Peer
+                } else {
+                    Initiator::Local
+                };
                 self.fail_link(now, e, initiator);
                 return;
             }
@@ -497,7 +521,9 @@ impl Connection {
     fn on_banner(&mut self, peer: Banner) -> Result<(), Error> {
         let ours = our_banner(&self.cfg);
         let negotiated = ours.negotiate(&peer)?;
-        let Some(link) = &mut self.link else { return Ok(()) };
+        let Some(link) = &mut self.link else {
+            return Ok(());
+        };
         let mut v = Vec::with_capacity(Banner::MAX_LEN);
         peer.encode(&mut v);
         if let Some(h) = &mut link.rx_hash {
@@ -541,7 +567,9 @@ impl Connection {
     }
 
     fn queue_frame(&mut self, frame: &Frame) -> Result<(), Error> {
-        let Some(link) = &mut self.link else { return Ok(()) };
+        let Some(link) = &mut self.link else {
+            return Ok(());
+        };
         link.queue(frame, &mut *self.rng)
     }
 
@@ -549,7 +577,10 @@ impl Connection {
         // Tell the peer why, unless it told us or the transport is gone.
         if initiator != Initiator::Peer {
             if let Some(reason) = error.close_reason() {
-                let close = Frame::Close(Close { reason, message: error.to_string() });
+                let close = Frame::Close(Close {
+                    reason,
+                    message: error.to_string(),
+                });
                 let _ = link.queue(&close, &mut *self.rng);
             }
         }
@@ -557,14 +588,21 @@ impl Connection {
             let out = std::mem::take(&mut link.out);
             self.farewell.push((link.id, out));
         }
-        self.events.push_back(Event::LinkClosed { link: link.id, error, initiator });
+        self.events.push_back(Event::LinkClosed {
+            link: link.id,
+            error,
+            initiator,
+        });
     }
 
     /// The link failed: close it and apply the session policy (docs/PROTOCOL.md §5.1).
     fn fail_link(&mut self, now: Instant, error: Error, initiator: Initiator) {
         let Some(link) = self.link.take() else { return };
         let was_open = link.is_open();
-        info!("[{}] link {} closed ({:?}): {}", self.peer.addr, link.id, initiator, error);
+        info!(
+            "[{}] link {} closed ({:?}): {}",
+            self.peer.addr, link.id, initiator, error
+        );
         let permanent = error.is_permanent() && !was_open;
         self.push_link_closed(link, error.clone(), initiator);
         match self.state {
@@ -590,7 +628,9 @@ impl Connection {
         if was_open && self.session.connect_seq > 0 && !self.policy.server {
             self.session.connect_seq += 1;
         }
-        if self.policy.server || (self.policy.standby && !self.session.has_outgoing() && self.state != State::Wait) {
+        if self.policy.server
+            || (self.policy.standby && !self.session.has_outgoing() && self.state != State::Wait)
+        {
             self.state = State::Standby;
             return;
         }
@@ -608,15 +648,12 @@ impl Connection {
                 let mut b = [0u8; 2];
                 self.rng.fill(&mut b);
                 // Up to +20% so that many clients do not return in lock-step.
-                self.backoff.mul_f64(f64::from(u16::from_le_bytes(b)) / f64::from(u16::MAX) * 0.2)
+                self.backoff
+                    .mul_f64(f64::from(u16::from_le_bytes(b)) / f64::from(u16::MAX) * 0.2)
             };
             self.reconnect_at = Some(now + self.backoff + jitter);
             self.backoff = (self.backoff * 2).min(self.cfg.backoff_max);
         }
-    }
-
-    fn stamp(&self, now: Instant) -> crate::wire::types::Timespec {
-        crate::wire::types::Timespec::from_duration(now.saturating_duration_since(self.epoch))
     }
 }
 
@@ -631,7 +668,10 @@ impl std::fmt::Debug for Connection {
 }
 
 fn our_banner(cfg: &ProtoConfig) -> Banner {
-    Banner { supported: cfg.protocol_features, required: cfg.protocol_features_required }
+    Banner {
+        supported: cfg.protocol_features,
+        required: cfg.protocol_features_required,
+    }
 }
 
 fn random_u64(rng: &mut dyn Random) -> u64 {

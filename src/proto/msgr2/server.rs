@@ -9,7 +9,8 @@ use crate::auth::{Method, Step};
 use crate::crypto::{derive_keys, Protection, RxProtector, TxProtector};
 use crate::wire::msgr2::{
     Auth, AuthBadMethod, AuthDone, AuthMethods, Close, CloseReason, Frame, IdentBadProtocol,
-    IdentMissingFeatures, ReconnectOk, ReconnectRetryGlobal, ReconnectRetrySession, Start, AUTH_NONE,
+    IdentMissingFeatures, ReconnectOk, ReconnectRetryGlobal, ReconnectRetrySession, Start,
+    AUTH_NONE,
 };
 use crate::wire::types::{AddrType, EntityAddr};
 
@@ -21,15 +22,26 @@ use super::link::Phase;
 use super::{Connection, LinkHandoff, State};
 
 impl Connection {
-    pub(super) fn server_frame(&mut self, frame: Frame, _raw: Bytes, now: Instant) -> Result<(), Error> {
-        let Some(link) = &mut self.link else { return Ok(()) };
+    pub(super) fn server_frame(
+        &mut self,
+        frame: Frame,
+        _raw: Bytes,
+        now: Instant,
+    ) -> Result<(), Error> {
+        let Some(link) = &mut self.link else {
+            return Ok(());
+        };
         match (link.phase, frame) {
             (Phase::ExpectSetMethod, Frame::AuthSetMethod(m)) => self.server_set_method(m.method),
             // After AUTH_BAD_METHOD every other frame is discarded until AUTH_SET_METHOD
             // (they were pipelined for the refused method). Only plain frames can
             // arrive here: the client has not completed a keyed AUTH_DONE.
             (Phase::ExpectSetMethod, other) if link.bad_method_seen => {
-                debug!("[{}] discarding {:?} after AUTH_BAD_METHOD", self.peer.addr, other.tag());
+                debug!(
+                    "[{}] discarding {:?} after AUTH_BAD_METHOD",
+                    self.peer.addr,
+                    other.tag()
+                );
                 if let Frame::AuthDone(_) = other {
                     // The discarded AUTH_DONE is part of the transcript (docs/PROTOCOL.md §4.5).
                     link.hash_rx(&_raw);
@@ -70,7 +82,9 @@ impl Connection {
                 let required = self.cfg.features_required | policy.features_required;
                 let missing = required & !ident.features_supported;
                 if missing != 0 {
-                    self.queue_frame(&Frame::IdentMissingFeatures(IdentMissingFeatures { missing }))?;
+                    self.queue_frame(&Frame::IdentMissingFeatures(IdentMissingFeatures {
+                        missing,
+                    }))?;
                     return Err(Error::MissingFeatures { missing });
                 }
                 self.policy = policy;
@@ -90,22 +104,36 @@ impl Connection {
                 Ok(())
             }
             (Phase::ExpectStartOrReconnect, Frame::Start(start)) => {
-                self.server_request(Attempt { global_seq: start.global_seq, resume: None }, 0);
+                self.server_request(
+                    Attempt {
+                        global_seq: start.global_seq,
+                        resume: None,
+                    },
+                    0,
+                );
                 Ok(())
             }
             (Phase::ExpectStartOrReconnect, Frame::Reconnect(r)) => {
-                let attempt = Attempt { global_seq: r.global_seq, resume: Some((r.cookie, r.connect_seq)) };
+                let attempt = Attempt {
+                    global_seq: r.global_seq,
+                    resume: Some((r.cookie, r.connect_seq)),
+                };
                 self.server_request(attempt, r.msg_seq);
                 Ok(())
             }
             (Phase::Open, frame) => self.exchange_frame(frame, now),
-            (phase, frame) => Err(Error::UnexpectedFrame { tag: frame.tag(), expected: phase.expected() }),
+            (phase, frame) => Err(Error::UnexpectedFrame {
+                tag: frame.tag(),
+                expected: phase.expected(),
+            }),
         }
     }
 
     fn server_set_method(&mut self, method: u32) -> Result<(), Error> {
         let allowed = self.cfg.auth.server_methods.iter().any(|m| m.0 == method);
-        let Some(link) = &mut self.link else { return Ok(()) };
+        let Some(link) = &mut self.link else {
+            return Ok(());
+        };
         link.method = method;
         if !allowed {
             if link.bad_method_seen {
@@ -136,7 +164,9 @@ impl Connection {
     fn server_auth_done(&mut self, done: AuthDone) -> Result<(), Error> {
         let min_mode = self.cfg.min_mode;
         let max_frames = self.cfg.max_frames_per_key;
-        let Some(link) = &mut self.link else { return Ok(()) };
+        let Some(link) = &mut self.link else {
+            return Ok(());
+        };
         let Some(mode) = Mode::from_flags(done.flags) else {
             return Err(Error::PeerMisbehaved("invalid AUTH_DONE flags"));
         };
@@ -146,7 +176,9 @@ impl Connection {
                 .server_auth
                 .as_ref()
                 .and_then(|a| a.session_key().map(<[u8]>::to_vec))
-                .ok_or(Error::PeerMisbehaved("auth method finished without a session key"))?;
+                .ok_or(Error::PeerMisbehaved(
+                    "auth method finished without a session key",
+                ))?;
             let t_c = link.finish_rx_hash();
             let t_s = link.finish_tx_hash();
             let keys = derive_keys(&session_key, &t_c, &t_s);
@@ -158,23 +190,37 @@ impl Connection {
             link.keys = Some(keys);
         } else {
             if done.flags != 0 || done.signature != [0u8; 32] {
-                return Err(Error::PeerMisbehaved("AUTH_DONE with flags or signature under auth none"));
+                return Err(Error::PeerMisbehaved(
+                    "AUTH_DONE with flags or signature under auth none",
+                ));
             }
             link.rx_hash = None;
             link.tx_hash = None;
         }
         if mode < min_mode {
             let message = format!("server requires {min_mode:?} mode; client asked for {mode:?}");
-            let close = Frame::Close(Close { reason: CloseReason::MODE_REQUIRED, message: message.clone() });
+            let close = Frame::Close(Close {
+                reason: CloseReason::MODE_REQUIRED,
+                message: message.clone(),
+            });
             link.queue(&close, &mut *self.rng)?;
             return Err(Error::ModeRefused(message));
         }
         link.flags = done.flags;
-        let sig = link.keys.as_ref().map_or([0u8; 32], |k| k.auth_done_signature(false, done.flags));
+        let sig = link
+            .keys
+            .as_ref()
+            .map_or([0u8; 32], |k| k.auth_done_signature(false, done.flags));
         if let (Some(keys), Some(p)) = (&link.keys, Protection::from_flags(done.flags)) {
             link.rx = RxProtector::new(p, &keys.c2s, max_frames);
         }
-        link.queue(&Frame::AuthDone(AuthDone { flags: done.flags, signature: sig }), &mut *self.rng)?;
+        link.queue(
+            &Frame::AuthDone(AuthDone {
+                flags: done.flags,
+                signature: sig,
+            }),
+            &mut *self.rng,
+        )?;
         link.sent_auth_done = true;
         if let (Some(keys), Some(p)) = (&link.keys, Protection::from_flags(done.flags)) {
             link.tx = TxProtector::new(p, &keys.s2c, max_frames);
@@ -185,7 +231,9 @@ impl Connection {
 
     fn server_request(&mut self, attempt: Attempt, msg_seq: u64) {
         let Some(link) = &mut self.link else { return };
-        let Some(ident) = &link.peer_ident else { return };
+        let Some(ident) = &link.peer_ident else {
+            return;
+        };
         let request = AcceptRequest {
             peer_type: ident.entity_type,
             peer_addrs: ident.addrs.clone(),
@@ -217,7 +265,9 @@ impl Connection {
             return Err(Error::PeerMisbehaved("internal: no pending accept request"));
         };
         if request.attempt.resume.is_some() {
-            return Err(Error::PeerMisbehaved("internal: New decided for a resume attempt"));
+            return Err(Error::PeerMisbehaved(
+                "internal: New decided for a resume attempt",
+            ));
         }
         let cookie = super::random_u64(&mut *self.rng);
         self.session = Session::new(cookie, self.policy.lossy);
@@ -230,7 +280,10 @@ impl Connection {
         self.session.peer_global_seq = request.attempt.global_seq;
         self.session.global_seq = self.cfg.global_seq.next(0);
         self.server_queue_ident()?;
-        let start = Start { flags: 0, global_seq: self.session.global_seq };
+        let start = Start {
+            flags: 0,
+            global_seq: self.session.global_seq,
+        };
         self.queue_frame(&Frame::Start(start))?;
         self.server_open(false, now);
         Ok(())
@@ -256,15 +309,21 @@ impl Connection {
         match decision {
             Decision::Wait => {
                 self.queue_frame(&Frame::ReconnectWait)?;
-                return Err(Error::Transport("told the peer to wait: our connection wins the race".into()));
+                return Err(Error::Transport(
+                    "told the peer to wait: our connection wins the race".into(),
+                ));
             }
             Decision::RetrySession(connect_seq) => {
                 self.server_queue_ident()?;
-                self.queue_frame(&Frame::ReconnectRetrySession(ReconnectRetrySession { connect_seq }))?;
+                self.queue_frame(&Frame::ReconnectRetrySession(ReconnectRetrySession {
+                    connect_seq,
+                }))?;
             }
             Decision::RetryGlobal(global_seq) => {
                 self.server_queue_ident()?;
-                self.queue_frame(&Frame::ReconnectRetryGlobal(ReconnectRetryGlobal { global_seq }))?;
+                self.queue_frame(&Frame::ReconnectRetryGlobal(ReconnectRetryGlobal {
+                    global_seq,
+                }))?;
             }
             Decision::Reset => {
                 self.server_queue_ident()?;
@@ -276,10 +335,19 @@ impl Connection {
     }
 
     /// [`Decision::Adopt`] on the existing session: take over the incoming link.
-    pub(super) fn server_adopt(&mut self, handoff: LinkHandoff, reset: bool, now: Instant) -> Result<(), Error> {
+    pub(super) fn server_adopt(
+        &mut self,
+        handoff: LinkHandoff,
+        reset: bool,
+        now: Instant,
+    ) -> Result<(), Error> {
         let LinkHandoff { link, request } = handoff;
         if let Some(old) = self.link.take() {
-            self.push_link_closed(old, Error::Transport("replaced by the peer's new connection".into()), Initiator::Peer);
+            self.push_link_closed(
+                old,
+                Error::Transport("replaced by the peer's new connection".into()),
+                Initiator::Peer,
+            );
         }
         if reset {
             let was_established = self.session.connect_seq > 0;
@@ -302,13 +370,19 @@ impl Connection {
         self.link = Some(link);
         match request.attempt.resume {
             Some((_, connect_seq)) if !reset => {
-                info!("[{}] resuming session (connect_seq {connect_seq})", self.peer.addr);
+                info!(
+                    "[{}] resuming session (connect_seq {connect_seq})",
+                    self.peer.addr
+                );
                 self.session.requeue_sent();
                 self.session.discard_acked_replays(msg_seq);
                 self.session.connect_seq = connect_seq + 1;
                 self.session.peer_global_seq = request.attempt.global_seq;
                 self.server_queue_ident()?;
-                let ok = ReconnectOk { msg_seq: self.session.in_seq(), global_seq: self.cfg.global_seq.next(0) };
+                let ok = ReconnectOk {
+                    msg_seq: self.session.in_seq(),
+                    global_seq: self.cfg.global_seq.next(0),
+                };
                 self.queue_frame(&Frame::ReconnectOk(ok))?;
                 self.server_open(true, now);
                 Ok(())

@@ -79,6 +79,8 @@ pub struct Pair {
     pub tamper: Option<Tamper>,
     /// Largest chunk delivered to handle_input at once (to exercise every split).
     pub max_chunk: usize,
+    /// The caller-owned read buffers (they keep a partial frame between calls).
+    bufs: std::collections::HashMap<(usize, LinkId), BytesMut>,
 }
 
 pub fn addr(port: u16, nonce: u32) -> EntityAddr {
@@ -106,11 +108,15 @@ impl Pair {
             next_link: 1,
             tamper: None,
             max_chunk: usize::MAX,
+            bufs: std::collections::HashMap::new(),
         }
     }
 
     pub fn client_server() -> Self {
-        let a = config(EntityName::new(EntityType::CLIENT, 1), EntityAddr::blank(AddrType::MSGR2, 11));
+        let a = config(
+            EntityName::new(EntityType::CLIENT, 1),
+            EntityAddr::blank(AddrType::MSGR2, 11),
+        );
         let b = config(EntityName::new(EntityType::OSD, 0), addr(6800, 22));
         Pair::new(a, b)
     }
@@ -133,16 +139,27 @@ impl Pair {
 
     /// Sessions of one side that are not closed (excluding handed-off incoming ones).
     pub fn live(&self, side: Side) -> Vec<&Connection> {
-        self.ep[side.idx()].conns.iter().filter(|c| c.state() != State::Closed).collect()
+        self.ep[side.idx()]
+            .conns
+            .iter()
+            .filter(|c| c.state() != State::Closed)
+            .collect()
     }
 
     pub fn send(&mut self, side: Side, i: usize, msg: Message) {
-        self.ep[side.idx()].conns[i].send(msg).expect("send on a closed session");
+        self.ep[side.idx()].conns[i]
+            .send(msg)
+            .expect("send on a closed session");
     }
 
     /// Break every live link (both ends see a transport failure).
     pub fn break_links(&mut self) {
-        let ids: Vec<LinkId> = self.links.iter().filter(|l| l.alive).map(|l| l.id).collect();
+        let ids: Vec<LinkId> = self
+            .links
+            .iter()
+            .filter(|l| l.alive)
+            .map(|l| l.id)
+            .collect();
         for id in ids {
             self.kill_link(id);
         }
@@ -156,7 +173,11 @@ impl Pair {
         let now = self.now;
         for ep in &mut self.ep {
             for c in &mut ep.conns {
-                c.link_failed(id, crate::proto::Error::Transport("test: link broken".into()), now);
+                c.link_failed(
+                    id,
+                    crate::proto::Error::Transport("test: link broken".into()),
+                    now,
+                );
             }
         }
     }
@@ -205,12 +226,19 @@ impl Pair {
                 ep.log.push("reconnect_due".into());
                 let id = self.next_link;
                 self.next_link += 1;
-                self.links.push(Link { id, client: side, pipes: [VecDeque::new(), VecDeque::new()], alive: true });
+                self.links.push(Link {
+                    id,
+                    client: side,
+                    pipes: [VecDeque::new(), VecDeque::new()],
+                    alive: true,
+                });
                 self.ep[side.idx()].conns[i].start_link(id, now);
                 let other = side.other();
                 let rng = self.ep[other.idx()].rng();
                 let cfg = self.ep[other.idx()].cfg.clone();
-                self.ep[other.idx()].conns.push(Connection::incoming(cfg, rng, id, now));
+                self.ep[other.idx()]
+                    .conns
+                    .push(Connection::incoming(cfg, rng, id, now));
             }
             Event::AcceptRequest(req) => {
                 ep.log.push(format!("accept_request {:?}", req.attempt));
@@ -221,7 +249,13 @@ impl Pair {
                     .iter()
                     .position(|c| c.peer().addr == req.peer_addr && c.existing_view().is_some());
                 let view = existing.and_then(|e| ep.conns[e].existing_view());
-                let d = decide(view.as_ref(), &req.attempt, &req.peer_addr, &my_addr, we_are_server);
+                let d = decide(
+                    view.as_ref(),
+                    &req.attempt,
+                    &req.peer_addr,
+                    &my_addr,
+                    we_are_server,
+                );
                 ep.log.push(format!("decision {d:?}"));
                 match (d, existing) {
                     (Decision::Adopt { reset }, Some(e)) => {
@@ -231,8 +265,13 @@ impl Pair {
                     (d, _) => ep.conns[i].decide_accept(d, now),
                 }
             }
-            Event::LinkClosed { link, error, initiator } => {
-                ep.log.push(format!("link_closed {link} {initiator:?} {error}"));
+            Event::LinkClosed {
+                link,
+                error,
+                initiator,
+            } => {
+                ep.log
+                    .push(format!("link_closed {link} {initiator:?} {error}"));
                 // Deliver the farewell bytes, then the transport is gone.
                 let mut t = Transmit::new();
                 if ep.conns[i].poll_transmit(link, now, &mut t) {
@@ -277,16 +316,26 @@ impl Pair {
         let now = self.now;
         let max = self.max_chunk.max(1);
         for chunk in data.chunks(max) {
-            if let Some(c) = self.ep[to.idx()].conns.iter_mut().find(|c| c.link_id() == Some(link)) {
-                let mut buf = BytesMut::from(chunk);
-                c.handle_input(link, &mut buf, now);
+            if let Some(c) = self.ep[to.idx()]
+                .conns
+                .iter_mut()
+                .find(|c| c.link_id() == Some(link))
+            {
+                let buf = self.bufs.entry((to.idx(), link)).or_default();
+                buf.extend_from_slice(chunk);
+                c.handle_input(link, buf, now);
             }
         }
     }
 
     fn transfer(&mut self) -> bool {
         let mut progress = false;
-        let ids: Vec<(LinkId, Side)> = self.links.iter().filter(|l| l.alive).map(|l| (l.id, l.client)).collect();
+        let ids: Vec<(LinkId, Side)> = self
+            .links
+            .iter()
+            .filter(|l| l.alive)
+            .map(|l| (l.id, l.client))
+            .collect();
         for (id, _) in ids {
             for from in [Side::A, Side::B] {
                 let now = self.now;
@@ -316,7 +365,12 @@ impl Pair {
             if self.step() {
                 continue;
             }
-            let next = self.ep.iter().flat_map(|e| e.conns.iter()).filter_map(|c| c.poll_timeout()).min();
+            let next = self
+                .ep
+                .iter()
+                .flat_map(|e| e.conns.iter())
+                .filter_map(|c| c.poll_timeout())
+                .min();
             match next {
                 Some(t) if t <= end => self.now = t.max(self.now),
                 _ => return,
