@@ -21,3 +21,4 @@
 #![warn(missing_docs)]
 
 pub mod wire;
+pub mod runtime;
