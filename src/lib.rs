@@ -24,3 +24,4 @@ pub mod auth;
 pub mod crypto;
 pub mod proto;
 pub mod wire;
+pub mod runtime;

@@ -1,0 +1,128 @@
+//! The blocking shell: sockets, threads and the clock live here and nowhere else.
+//!
+//! The protocol core (`wire`, `proto`, …) is sans-IO; this module is the only code
+//! allowed to call the methods that `clippy.toml` forbids elsewhere, which is why the
+//! inner `allow` below covers every submodule.
+//!
+//! Building blocks, each usable on its own:
+//!
+//! | module | what it gives the messenger |
+//! |---|---|
+//! | [`config`] | [`Config`] and [`FaultConfig`]: every knob, with documented defaults and Ceph option names |
+//! | [`throttle`] | [`Throttle`]: blocking message/byte budget (policy and dispatch throttles) |
+//! | [`dispatch`] | [`Dispatcher`]: the user callback trait, plus channel and closure adapters |
+//! | [`transport`] | socket setup, listeners, connects with a timeout, and read/write halves that wake each other |
+//! | [`fault`] | [`FaultInjector`]: seeded, reproducible socket failures and delays |
+//! | [`limits`] | [`ResourceLimits`]: how many connections this process can afford, from `/proc` |
+//! | [`stats`] | [`Stats`]: lock-free counters and printable snapshots |
+//!
+//! The messenger itself (`messenger.rs`, `conn/`, `sessions.rs`) plugs into these.
+#![allow(clippy::disallowed_methods)]
+
+pub mod config;
+pub mod dispatch;
+pub mod fault;
+pub mod limits;
+pub mod stats;
+pub mod throttle;
+pub mod transport;
+
+use std::fmt;
+use std::io;
+
+pub use config::{Config, ConfigError, FaultConfig};
+pub use dispatch::{ChannelDispatcher, Dispatcher, Event, FnDispatcher};
+pub use fault::{FaultInjector, SeededRng};
+pub use limits::ResourceLimits;
+pub use stats::{Stats, StatsSnapshot};
+pub use throttle::Throttle;
+
+use crate::wire::types::EntityAddr;
+
+/// A handle on one connection, as the dispatcher sees it.
+///
+/// PLACEHOLDER: the messenger core replaces this with the real handle
+/// (`conn/handle.rs`); only `id` and `peer` are relied on by the building blocks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionRef {
+    /// Process-unique connection id (also seeds per-connection fault injection).
+    pub id: u64,
+    /// The peer's address.
+    pub peer: EntityAddr,
+}
+
+/// Errors reported by the runtime.
+///
+/// PLACEHOLDER: the messenger core may add variants; it is `#[non_exhaustive]` so
+/// that adding them is not a breaking change.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// A socket operation failed.
+    Io(io::Error),
+    /// The configuration is invalid.
+    Config(ConfigError),
+    /// The peer or a local limit refused the connection.
+    Refused {
+        /// Why, in a few words.
+        reason: String,
+    },
+    /// An operation did not finish in time.
+    Timeout {
+        /// What timed out.
+        what: &'static str,
+    },
+    /// The messenger is shutting down.
+    Shutdown,
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Io(e) => write!(f, "I/O error: {e}"),
+            Error::Config(e) => write!(f, "configuration error: {e}"),
+            Error::Refused { reason } => write!(f, "connection refused: {reason}"),
+            Error::Timeout { what } => write!(f, "{what} timed out"),
+            Error::Shutdown => f.write_str("the messenger is shutting down"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io(e) => Some(e),
+            Error::Config(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<io::Error> for Error {
+    fn from(e: io::Error) -> Self {
+        Error::Io(e)
+    }
+}
+
+impl From<ConfigError> for Error {
+    fn from(e: ConfigError) -> Self {
+        Error::Config(e)
+    }
+}
+
+impl From<Error> for io::Error {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Io(e) => e,
+            Error::Config(e) => io::Error::new(io::ErrorKind::InvalidInput, e),
+            Error::Refused { reason } => io::Error::new(io::ErrorKind::ConnectionRefused, reason),
+            Error::Timeout { what } => {
+                io::Error::new(io::ErrorKind::TimedOut, format!("{what} timed out"))
+            }
+            Error::Shutdown => io::Error::new(
+                io::ErrorKind::NotConnected,
+                "the messenger is shutting down",
+            ),
+        }
+    }
+}
