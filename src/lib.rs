@@ -23,5 +23,5 @@
 pub mod auth;
 pub mod crypto;
 pub mod proto;
-pub mod wire;
 pub mod runtime;
+pub mod wire;

@@ -20,9 +20,11 @@
 #![allow(clippy::disallowed_methods)]
 
 pub mod config;
+pub mod conn;
 pub mod dispatch;
 pub mod fault;
 pub mod limits;
+pub mod messenger;
 pub mod stats;
 pub mod throttle;
 pub mod transport;
@@ -37,19 +39,8 @@ pub use limits::ResourceLimits;
 pub use stats::{Stats, StatsSnapshot};
 pub use throttle::Throttle;
 
-use crate::wire::types::EntityAddr;
-
-/// A handle on one connection, as the dispatcher sees it.
-///
-/// PLACEHOLDER: the messenger core replaces this with the real handle
-/// (`conn/handle.rs`); only `id` and `peer` are relied on by the building blocks.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConnectionRef {
-    /// Process-unique connection id (also seeds per-connection fault injection).
-    pub id: u64,
-    /// The peer's address.
-    pub peer: EntityAddr,
-}
+pub use conn::ConnectionRef;
+pub use messenger::{Messenger, MessengerBuilder};
 
 /// Errors reported by the runtime.
 ///

@@ -1,0 +1,618 @@
+//! One session's threads: a writer thread for the session's whole life (it also
+//! connects and reconnects, as SimpleMessenger's writer did), and a reader thread per
+//! TCP connection ("link").
+//!
+//! Lock discipline: a thread locks the session, steps the state machine, takes its
+//! outputs (bytes, events), unlocks, and only then writes to a socket or calls the
+//! dispatcher. No lock is held across a socket call or a callback. Lock order when
+//! two are needed: session table, then a session.
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use crossbeam_channel::{Receiver, Sender};
+use log::{debug, info, warn};
+use parking_lot::Mutex;
+
+use crate::proto::accept::{decide, Decision};
+use crate::proto::msgr2::{SendError, State};
+use crate::proto::{Connection as ProtoConn, Error as ProtoError, Event as ProtoEvent, LinkId};
+use crate::wire::message::Message;
+use crate::wire::transmit::Transmit;
+use crate::wire::types::{EntityAddr, EntityType};
+
+use super::messenger::{session_key, Inner};
+use super::transport::{self, ReadHalf, Shutdown, ShutdownHandle, Transport, WriteHalf};
+use super::Error;
+
+/// The writing side of one link plus a way to shut the socket from any thread.
+#[derive(Debug)]
+pub(crate) struct LinkIo {
+    write: Mutex<WriteHalf>,
+    shutdown: ShutdownHandle,
+}
+
+impl LinkIo {
+    fn close(&self) {
+        let _ = self.shutdown.shutdown();
+    }
+}
+
+/// What one session's lock protects.
+pub(crate) struct ConnState {
+    pub(crate) proto: ProtoConn,
+    links: HashMap<LinkId, Arc<LinkIo>>,
+    connect_due: bool,
+}
+
+/// One session, shared by its threads and the user's handles.
+pub struct ConnShared {
+    pub(crate) id: u64,
+    pub(crate) state: Mutex<ConnState>,
+    wake_tx: Sender<()>,
+    wake_rx: Receiver<()>,
+    closed: AtomicBool,
+    pub(crate) peer_hint: Mutex<EntityAddr>,
+    /// Where to (re)connect, for sessions we initiate.
+    pub(crate) target: Option<SocketAddr>,
+}
+
+impl ConnShared {
+    pub(crate) fn new(
+        id: u64,
+        proto: ProtoConn,
+        peer: EntityAddr,
+        target: Option<SocketAddr>,
+    ) -> Arc<Self> {
+        let (wake_tx, wake_rx) = crossbeam_channel::bounded(1);
+        Arc::new(ConnShared {
+            id,
+            state: Mutex::new(ConnState {
+                proto,
+                links: HashMap::new(),
+                connect_due: false,
+            }),
+            wake_tx,
+            wake_rx,
+            closed: AtomicBool::new(false),
+            peer_hint: Mutex::new(peer),
+            target,
+        })
+    }
+
+    /// Wake the writer thread (coalesced: one pending wake is enough).
+    pub(crate) fn wake(&self) {
+        let _ = self.wake_tx.try_send(());
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+}
+
+/// A handle on one session with a peer: send messages, query state, mark down.
+/// Cheap to clone; all clones refer to the same session.
+#[derive(Clone)]
+pub struct ConnectionRef {
+    /// Process-unique id of the session (also seeds its fault injection).
+    pub id: u64,
+    /// The peer's address (as we connected to it, or as it advertised itself).
+    pub peer: EntityAddr,
+    pub(crate) shared: Arc<ConnShared>,
+    pub(crate) msgr: Weak<Inner>,
+}
+
+impl PartialEq for ConnectionRef {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id
+    }
+}
+
+impl Eq for ConnectionRef {}
+
+impl std::fmt::Debug for ConnectionRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "conn#{}({})", self.id, self.peer)
+    }
+}
+
+impl ConnectionRef {
+    /// Queue a message. Returns an error if the session is closed (marked down,
+    /// refused, or a lossy session that failed).
+    pub fn send(&self, msg: Message) -> Result<(), Error> {
+        let events = {
+            let mut st = self.shared.state.lock();
+            st.proto
+                .send(msg)
+                .map_err(|SendError::Closed| Error::Refused {
+                    reason: "connection is closed".into(),
+                })?;
+            drain(&mut st.proto)
+        };
+        self.shared.wake();
+        if !events.is_empty() {
+            if let Some(inner) = self.msgr.upgrade() {
+                handle_events(&inner, &self.shared, events);
+            }
+        }
+        Ok(())
+    }
+
+    /// Close the session: nothing queued is sent, no reset is reported (Ceph's mark_down).
+    pub fn mark_down(&self) {
+        let events = {
+            let mut st = self.shared.state.lock();
+            st.proto.mark_down(Instant::now());
+            drain(&mut st.proto)
+        };
+        if let Some(inner) = self.msgr.upgrade() {
+            handle_events(&inner, &self.shared, events);
+            inner.forget(&self.shared);
+        }
+        self.shared.closed.store(true, Ordering::Release);
+        self.shared.wake();
+    }
+
+    /// From now on, a fault drops this session instead of reconnecting (Ceph's mark_disposable).
+    pub fn mark_disposable(&self) {
+        self.shared.state.lock().proto.mark_disposable();
+    }
+
+    /// True while the handshake is complete and the link is up.
+    pub fn is_connected(&self) -> bool {
+        self.shared.state.lock().proto.is_connected()
+    }
+
+    /// The session's state.
+    pub fn state(&self) -> State {
+        self.shared.state.lock().proto.state()
+    }
+
+    /// Ceph features negotiated with the peer.
+    pub fn features(&self) -> u64 {
+        self.shared.state.lock().proto.peer().features
+    }
+
+    /// The peer's entity type.
+    pub fn peer_type(&self) -> EntityType {
+        self.shared.state.lock().proto.peer().ty
+    }
+
+    /// When the last KEEPALIVE2_ACK arrived.
+    pub fn last_keepalive_ack(&self) -> Option<Instant> {
+        self.shared.state.lock().proto.last_keepalive_ack()
+    }
+
+    /// When the last KEEPALIVE2 arrived.
+    pub fn last_keepalive(&self) -> Option<Instant> {
+        self.shared.state.lock().proto.last_keepalive()
+    }
+
+    /// Messages queued and not yet sent.
+    pub fn queued(&self) -> usize {
+        self.shared.state.lock().proto.session().queued()
+    }
+
+    /// Messages sent and not yet acknowledged by the peer.
+    pub fn unacked(&self) -> usize {
+        self.shared.state.lock().proto.session().unacked()
+    }
+}
+
+pub(crate) fn drain(proto: &mut ProtoConn) -> Vec<ProtoEvent> {
+    let mut v = Vec::new();
+    while let Some(e) = proto.poll_event() {
+        v.push(e);
+    }
+    v
+}
+
+pub(crate) fn conn_ref(inner: &Arc<Inner>, shared: &Arc<ConnShared>) -> ConnectionRef {
+    ConnectionRef {
+        id: shared.id,
+        peer: *shared.peer_hint.lock(),
+        shared: shared.clone(),
+        msgr: Arc::downgrade(inner),
+    }
+}
+
+/// Act on state-machine events, with no lock held.
+pub(crate) fn handle_events(inner: &Arc<Inner>, shared: &Arc<ConnShared>, events: Vec<ProtoEvent>) {
+    for ev in events {
+        match ev {
+            ProtoEvent::Message(m) => {
+                let bytes = m.payload_len() as u64;
+                inner.stats.msg_in();
+                inner.dispatch_throttle.acquire(1, bytes);
+                inner.dispatcher.dispatch(&conn_ref(inner, shared), m);
+                inner.dispatch_throttle.release(1, bytes);
+            }
+            ProtoEvent::Connected { resumed } => {
+                info!("conn#{} connected (resumed={resumed})", shared.id);
+                if let Some(addr) = shared.target {
+                    let method = shared.state.lock().proto.auth_method();
+                    inner.method_cache.lock().insert(addr, method);
+                }
+                inner.dispatcher.handle_connect(&conn_ref(inner, shared));
+            }
+            ProtoEvent::Accepted { resumed } => {
+                info!("conn#{} accepted (resumed={resumed})", shared.id);
+                inner.dispatcher.handle_accept(&conn_ref(inner, shared));
+            }
+            ProtoEvent::ReconnectDue => {
+                shared.state.lock().connect_due = true;
+                shared.wake();
+            }
+            ProtoEvent::LinkClosed {
+                link,
+                error,
+                initiator,
+            } => {
+                debug!(
+                    "conn#{} link {link} closed ({initiator:?}): {error}",
+                    shared.id
+                );
+                close_link(shared, link);
+            }
+            ProtoEvent::Reset => {
+                inner.forget(shared);
+                inner.dispatcher.handle_reset(&conn_ref(inner, shared));
+            }
+            ProtoEvent::RemoteReset => inner
+                .dispatcher
+                .handle_remote_reset(&conn_ref(inner, shared)),
+            ProtoEvent::Refused(e) => {
+                warn!("conn#{} refused: {e}", shared.id);
+                inner.forget(shared);
+                inner.dispatcher.handle_refused(
+                    &conn_ref(inner, shared),
+                    &Error::Refused {
+                        reason: e.to_string(),
+                    },
+                );
+            }
+            ProtoEvent::AcceptRequest(_) => {
+                // Handled by the reader thread of the incoming link (see `reader_loop`).
+            }
+        }
+        if shared.state.lock().proto.state() == State::Closed {
+            shared.closed.store(true, Ordering::Release);
+            shared.wake();
+        }
+    }
+}
+
+/// Write the farewell bytes of a closed link (bounded), then shut its socket.
+fn close_link(shared: &Arc<ConnShared>, link: LinkId) {
+    let (io, farewell) = {
+        let mut st = shared.state.lock();
+        let io = st.links.remove(&link);
+        let mut t = Transmit::new();
+        st.proto.poll_transmit(link, Instant::now(), &mut t);
+        (io, t)
+    };
+    if let Some(io) = io {
+        let mut farewell = farewell;
+        if !farewell.is_empty() {
+            let mut w = io.write.lock();
+            let _ = w.set_write_timeout(Some(Duration::from_millis(200)));
+            let _ = write_batch(&mut w, &mut farewell);
+        }
+        io.close();
+    }
+}
+
+/// Write a batch, consuming it as the kernel accepts bytes.
+fn write_batch(w: &mut WriteHalf, t: &mut Transmit) -> io::Result<()> {
+    while !t.is_empty() {
+        let r = {
+            let mut slices = Vec::with_capacity(64);
+            t.io_slices(&mut slices);
+            w.write_vectored(&slices)
+        };
+        let n = match r {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        t.consume(n);
+    }
+    Ok(())
+}
+
+/// Attach a connected transport to a session as link `link_id` and start its reader.
+pub(crate) fn attach_link(
+    inner: &Arc<Inner>,
+    shared: &Arc<ConnShared>,
+    link_id: LinkId,
+    transport: Transport,
+) {
+    let shutdown = match transport.shutdown_handle() {
+        Ok(s) => s,
+        Err(e) => {
+            warn!("conn#{}: cannot clone socket: {e}", shared.id);
+            return;
+        }
+    };
+    let (read, write) = transport.split();
+    let io = Arc::new(LinkIo {
+        write: Mutex::new(write),
+        shutdown,
+    });
+    shared.state.lock().links.insert(link_id, io);
+    spawn_reader(inner, shared.clone(), link_id, read);
+}
+
+fn spawn_reader(inner: &Arc<Inner>, shared: Arc<ConnShared>, link: LinkId, read: ReadHalf) {
+    let inner2 = inner.clone();
+    let name = format!("ms-read-{}", shared.id);
+    let r = inner.spawn(name, move || reader_loop(inner2, shared, link, read));
+    if let Err(e) = r {
+        warn!("cannot start a reader thread: {e}");
+    }
+}
+
+/// Read bytes, feed the state machine, act on its events; until the link dies.
+fn reader_loop(inner: Arc<Inner>, mut shared: Arc<ConnShared>, link: LinkId, read: ReadHalf) {
+    let mut reader = inner.faults.wrap_reader(read, link);
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    let mut hint = 64 * 1024;
+    loop {
+        let start = buf.len();
+        let want = hint.clamp(4096, 16 << 20);
+        buf.resize(start + want, 0);
+        let n = match reader.read(&mut buf[start..]) {
+            Ok(0) => {
+                buf.truncate(start);
+                fail(
+                    &inner,
+                    &shared,
+                    link,
+                    ProtoError::Transport("peer closed the connection".into()),
+                );
+                return;
+            }
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                buf.truncate(start);
+                continue;
+            }
+            Err(e) => {
+                buf.truncate(start);
+                fail(&inner, &shared, link, ProtoError::Transport(e.to_string()));
+                return;
+            }
+        };
+        buf.truncate(start + n);
+        inner.stats.add_bytes_in(n as u64);
+        loop {
+            let (events, still_ours) = {
+                let mut st = shared.state.lock();
+                hint = st.proto.handle_input(link, &mut buf, Instant::now());
+                let ours = st.proto.link_id() == Some(link);
+                (drain(&mut st.proto), ours)
+            };
+            shared.wake();
+            let mut adopted = None;
+            let mut rest = Vec::with_capacity(events.len());
+            for ev in events {
+                match ev {
+                    ProtoEvent::AcceptRequest(req) => adopted = accept(&inner, &shared, link, req),
+                    other => rest.push(other),
+                }
+            }
+            handle_events(&inner, &shared, rest);
+            let was_adopted = adopted.is_some();
+            if let Some(existing) = adopted {
+                // The link now belongs to the existing session; keep reading for it.
+                shared = existing;
+                if !buf.is_empty() {
+                    continue;
+                }
+            }
+            if !still_ours && !was_adopted && shared.state.lock().proto.link_id() != Some(link) {
+                return;
+            }
+            break;
+        }
+        if shared.is_closed() && shared.state.lock().proto.link_id() != Some(link) {
+            return;
+        }
+    }
+}
+
+fn fail(inner: &Arc<Inner>, shared: &Arc<ConnShared>, link: LinkId, err: ProtoError) {
+    let events = {
+        let mut st = shared.state.lock();
+        st.proto.link_failed(link, err, Instant::now());
+        drain(&mut st.proto)
+    };
+    handle_events(inner, shared, events);
+    // Whatever happened, this socket is done.
+    close_link(shared, link);
+}
+
+/// Decide an incoming handshake with the session table. Returns the existing session
+/// if it adopted the link.
+fn accept(
+    inner: &Arc<Inner>,
+    incoming: &Arc<ConnShared>,
+    link: LinkId,
+    req: crate::proto::AcceptRequest,
+) -> Option<Arc<ConnShared>> {
+    let now = Instant::now();
+    let key = session_key(&req.peer_addr);
+    let my_addr = inner.my_addr();
+    let we_are_server = inner.proto.policies.get(req.peer_type).server;
+    let mut table = inner.sessions.lock();
+    let existing = table
+        .get(&key)
+        .filter(|e| !Arc::ptr_eq(e, incoming) && !e.is_closed())
+        .cloned();
+    let view = existing
+        .as_ref()
+        .and_then(|e| e.state.lock().proto.existing_view());
+    let decision = decide(
+        view.as_ref(),
+        &req.attempt,
+        &req.peer_addr,
+        &my_addr,
+        we_are_server,
+    );
+    debug!(
+        "conn#{} accept {:?} from {}: {decision:?}",
+        incoming.id, req.attempt, req.peer_addr
+    );
+    let mut adopted = None;
+    let events = match (decision, existing) {
+        (Decision::Adopt { reset }, Some(existing)) => {
+            let (handoff, io) = {
+                let mut st = incoming.state.lock();
+                (st.proto.take_handoff(), st.links.remove(&link))
+            };
+            incoming.closed.store(true, Ordering::Release);
+            incoming.wake();
+            let events = {
+                let mut st = existing.state.lock();
+                if let (Some(h), Some(io)) = (handoff, io) {
+                    st.links.insert(link, io);
+                    st.proto.adopt(h, reset, now);
+                }
+                drain(&mut st.proto)
+            };
+            *existing.peer_hint.lock() = req.peer_addr;
+            existing.wake();
+            adopted = Some(existing.clone());
+            drop(table);
+            handle_events(inner, &existing, events);
+            return adopted;
+        }
+        (Decision::Adopt { .. }, None) | (Decision::New, _) => {
+            let mut st = incoming.state.lock();
+            st.proto.decide_accept(Decision::New, now);
+            *incoming.peer_hint.lock() = req.peer_addr;
+            table.insert(key, incoming.clone());
+            drain(&mut st.proto)
+        }
+        (other, _) => {
+            let mut st = incoming.state.lock();
+            st.proto.decide_accept(other, now);
+            drain(&mut st.proto)
+        }
+    };
+    drop(table);
+    incoming.wake();
+    handle_events(inner, incoming, events);
+    adopted
+}
+
+/// The session's writer: connect when due, write what the state machine produces,
+/// run its timers; until the session closes.
+pub(crate) fn writer_loop(inner: Arc<Inner>, shared: Arc<ConnShared>) {
+    let target = shared.target;
+    let mut out = Transmit::new();
+    loop {
+        if inner.is_shutdown() || shared.is_closed() {
+            // Flush nothing more; the links are shut by mark_down / shutdown.
+            let links: Vec<Arc<LinkIo>> = shared
+                .state
+                .lock()
+                .links
+                .drain()
+                .map(|(_, io)| io)
+                .collect();
+            for io in links {
+                io.close();
+            }
+            return;
+        }
+        let now = Instant::now();
+        let (events, connect, io, deadline) = {
+            let mut st = shared.state.lock();
+            if st.proto.poll_timeout().is_some_and(|t| t <= now) {
+                st.proto.handle_timeout(now);
+            }
+            let connect = std::mem::take(&mut st.connect_due);
+            let mut io = None;
+            if let Some(link) = st.proto.link_id() {
+                if st.proto.poll_transmit(link, now, &mut out) {
+                    io = st.links.get(&link).cloned().map(|io| (link, io));
+                }
+            }
+            (drain(&mut st.proto), connect, io, st.proto.poll_timeout())
+        };
+        if !events.is_empty() {
+            handle_events(&inner, &shared, events);
+        }
+        if let Some((link, io)) = io {
+            let len = out.len() as u64;
+            let r = {
+                let mut w = io.write.lock();
+                write_batch(&mut w, &mut out)
+            };
+            out.clear();
+            match r {
+                Ok(()) => inner.stats.add_bytes_out(len),
+                Err(e) => fail(
+                    &inner,
+                    &shared,
+                    link,
+                    ProtoError::Transport(format!("write: {e}")),
+                ),
+            }
+            continue;
+        }
+        out.clear();
+        if connect {
+            if let Some(addr) = target {
+                do_connect(&inner, &shared, addr);
+            }
+            continue;
+        }
+        let wait = deadline.map_or(Duration::from_secs(1), |d| {
+            d.saturating_duration_since(Instant::now())
+        });
+        let _ = shared
+            .wake_rx
+            .recv_timeout(wait.min(Duration::from_secs(1)));
+    }
+}
+
+fn do_connect(inner: &Arc<Inner>, shared: &Arc<ConnShared>, addr: SocketAddr) {
+    let link = inner.next_link_id();
+    inner
+        .faults
+        .for_connection(shared.id)
+        .internal_delay("connect");
+    let result = transport::connect(addr, inner.config.handshake_timeout, &inner.config)
+        .and_then(Transport::new)
+        .map_err(|e| e.to_string());
+    let events = {
+        let mut st = shared.state.lock();
+        if let Some(m) = inner.method_cache.lock().get(&addr) {
+            st.proto.set_preferred_method(Some(*m));
+        }
+        st.proto.start_link(link, Instant::now());
+        drain(&mut st.proto)
+    };
+    handle_events(inner, shared, events);
+    match result {
+        Ok(t) => attach_link(inner, shared, link, t),
+        Err(e) => {
+            info!("conn#{}: connect to {addr} failed: {e}", shared.id);
+            fail(
+                inner,
+                shared,
+                link,
+                ProtoError::Transport(format!("connect to {addr}: {e}")),
+            );
+        }
+    }
+    shared.wake();
+}

@@ -1,0 +1,481 @@
+//! The [`Messenger`]: a cheap-to-clone handle on one entity's listener, session
+//! table and connection threads.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use simplemsgr::runtime::{ChannelDispatcher, Messenger};
+//! use simplemsgr::wire::message::Message;
+//! use simplemsgr::wire::types::EntityType;
+//!
+//! let (dispatcher, events) = ChannelDispatcher::new();
+//! let server = Messenger::builder("osd.0".parse().unwrap())
+//!     .bind("127.0.0.1:0".parse().unwrap())
+//!     .start(Arc::new(dispatcher))
+//!     .unwrap();
+//! let addr = server.listen_addr().unwrap();
+//!
+//! let (cd, _client_events) = ChannelDispatcher::new();
+//! let client = Messenger::builder("client.1".parse().unwrap()).start(Arc::new(cd)).unwrap();
+//! let conn = client.connect(addr, EntityType::OSD).unwrap();
+//! conn.send(Message::new(0x100, &b"hello"[..])).unwrap();
+//! ```
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use log::{info, warn};
+use parking_lot::Mutex;
+
+use crate::auth::AuthConfig;
+use crate::crypto::SystemRng;
+use crate::proto::{Connection as ProtoConn, Mode, Policy, ProtoConfig};
+use crate::wire::msgr2::Limits;
+use crate::wire::types::{AddrType, AddrVec, EntityAddr, EntityName, EntityType};
+
+use super::conn::{self, ConnShared, ConnectionRef};
+use super::transport::{self, Transport};
+use super::{Config, Dispatcher, Error, FaultInjector, Stats, StatsSnapshot, Throttle};
+
+/// How sessions are keyed: a bound peer by its IP and port, an unbound client by
+/// its instance nonce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SessionKey {
+    /// A peer with a listening address.
+    Addr(SocketAddr),
+    /// A client without one.
+    Anon(u32),
+}
+
+/// The session-table key of an address.
+pub fn session_key(a: &EntityAddr) -> SessionKey {
+    match a.addr {
+        Some(sa) if !a.is_blank() => SessionKey::Addr(sa),
+        _ => SessionKey::Anon(a.nonce),
+    }
+}
+
+/// Shared state of one messenger.
+pub struct Inner {
+    pub(crate) config: Config,
+    pub(crate) proto: Arc<ProtoConfig>,
+    pub(crate) dispatcher: Arc<dyn Dispatcher>,
+    pub(crate) sessions: Mutex<HashMap<SessionKey, Arc<ConnShared>>>,
+    pub(crate) all: Mutex<HashMap<u64, Arc<ConnShared>>>,
+    pub(crate) stats: Stats,
+    pub(crate) faults: Arc<FaultInjector>,
+    pub(crate) dispatch_throttle: Throttle,
+    pub(crate) method_cache: Mutex<HashMap<SocketAddr, u32>>,
+    next_id: AtomicU64,
+    next_link: AtomicU64,
+    shutdown: AtomicBool,
+    listen: Mutex<Option<SocketAddr>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Inner {
+    pub(crate) fn is_shutdown(&self) -> bool {
+        self.shutdown.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn next_link_id(&self) -> u64 {
+        self.next_link.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub(crate) fn my_addr(&self) -> EntityAddr {
+        self.proto
+            .addrs
+            .0
+            .first()
+            .copied()
+            .unwrap_or(EntityAddr::blank(AddrType::MSGR2, 0))
+    }
+
+    /// Drop a session from the table (it reset, was refused or marked down).
+    pub(crate) fn forget(&self, shared: &Arc<ConnShared>) {
+        let mut table = self.sessions.lock();
+        table.retain(|_, s| !Arc::ptr_eq(s, shared));
+        drop(table);
+        self.all.lock().remove(&shared.id);
+    }
+
+    /// Start a named thread with the configured stack size.
+    pub(crate) fn spawn<F>(self: &Arc<Self>, name: String, f: F) -> std::io::Result<()>
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        let inner = Arc::downgrade(self);
+        let stats_inner = self.clone();
+        stats_inner.stats.thread_started();
+        let h = std::thread::Builder::new()
+            .name(name)
+            .stack_size(self.config.thread_stack_bytes)
+            .spawn(move || {
+                f();
+                if let Some(i) = inner.upgrade() {
+                    i.stats.thread_exited();
+                }
+            });
+        match h {
+            Ok(h) => {
+                let mut threads = self.threads.lock();
+                threads.retain(|t| !t.is_finished());
+                threads.push(h);
+                Ok(())
+            }
+            Err(e) => {
+                self.stats.thread_exited();
+                Err(e)
+            }
+        }
+    }
+
+    fn new_session(
+        self: &Arc<Self>,
+        proto: ProtoConn,
+        peer: EntityAddr,
+        target: Option<SocketAddr>,
+    ) -> Arc<ConnShared> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let shared = ConnShared::new(id, proto, peer, target);
+        self.all.lock().insert(id, shared.clone());
+        let inner = self.clone();
+        let s2 = shared.clone();
+        if let Err(e) = self.spawn(format!("ms-write-{id}"), move || {
+            conn::writer_loop(inner, s2)
+        }) {
+            warn!("cannot start a writer thread: {e}");
+        }
+        shared
+    }
+}
+
+/// Builds a [`Messenger`].
+pub struct MessengerBuilder {
+    config: Config,
+    policies: crate::proto::PolicyTable,
+    auth: AuthConfig,
+    mode: Mode,
+    min_mode: Mode,
+    features_supported: u64,
+    features_required: u64,
+    protocol_features: u64,
+    max_frames_per_key: u64,
+}
+
+impl MessengerBuilder {
+    /// Replace the whole runtime configuration.
+    pub fn config(mut self, config: Config) -> Self {
+        let name = self.config.name;
+        self.config = config;
+        self.config.name = name;
+        self
+    }
+
+    /// Listen on `addr` (port 0 picks a free port).
+    pub fn bind(mut self, addr: SocketAddr) -> Self {
+        self.config.bind_addrs = vec![addr];
+        self
+    }
+
+    /// The policy for peers without a specific one.
+    pub fn default_policy(mut self, p: Policy) -> Self {
+        self.policies.default = p;
+        self
+    }
+
+    /// The policy for peers of type `ty`.
+    pub fn policy(mut self, ty: EntityType, p: Policy) -> Self {
+        self.policies.set(ty, p);
+        self
+    }
+
+    /// Auth methods and keys.
+    pub fn auth(mut self, auth: AuthConfig) -> Self {
+        self.auth = auth;
+        self
+    }
+
+    /// The mode we ask for as a client and the weakest we accept.
+    pub fn mode(mut self, mode: Mode, min_mode: Mode) -> Self {
+        self.mode = mode;
+        self.min_mode = min_mode;
+        self
+    }
+
+    /// Ceph feature bits we support and require.
+    pub fn features(mut self, supported: u64, required: u64) -> Self {
+        self.features_supported = supported;
+        self.features_required = required;
+        self
+    }
+
+    /// Banner protocol features we support.
+    pub fn protocol_features(mut self, supported: u64) -> Self {
+        self.protocol_features = supported;
+        self
+    }
+
+    /// Protected frames per key before re-keying (tests lower it).
+    pub fn max_frames_per_key(mut self, n: u64) -> Self {
+        self.max_frames_per_key = n;
+        self
+    }
+
+    /// Mutable access to the runtime configuration.
+    pub fn config_mut(&mut self) -> &mut Config {
+        &mut self.config
+    }
+
+    /// Bind (if asked), start the acceptor, and return the running messenger.
+    pub fn start(self, dispatcher: Arc<dyn Dispatcher>) -> Result<Messenger, Error> {
+        self.config.validate()?;
+        let nonce = {
+            let mut b = [0u8; 4];
+            crate::crypto::Random::fill(&mut SystemRng::new(), &mut b);
+            u32::from_le_bytes(b).max(1)
+        };
+        let listener = match self.config.bind_addrs.first() {
+            Some(a) => Some(transport::bind_listener(*a, &self.config)?),
+            None => None,
+        };
+        let listen = match &listener {
+            Some(l) => Some(l.local_addr()?),
+            None => None,
+        };
+        let my_addr = match listen {
+            Some(a) => EntityAddr::new(AddrType::MSGR2, a, nonce),
+            None => EntityAddr::blank(AddrType::MSGR2, nonce),
+        };
+        let c = &self.config;
+        let mut proto = ProtoConfig::new(c.name, AddrVec(vec![my_addr]));
+        proto.auth = self.auth;
+        proto.mode = self.mode;
+        proto.min_mode = self.min_mode;
+        proto.policies = self.policies;
+        proto.features_supported = self.features_supported;
+        proto.features_required = self.features_required;
+        proto.protocol_features = self.protocol_features;
+        proto.max_frames_per_key = self.max_frames_per_key;
+        proto.keepalive_interval =
+            (!c.keepalive_interval.is_zero()).then_some(c.keepalive_interval);
+        proto.idle_timeout = c.idle_timeout;
+        proto.handshake_timeout = c.handshake_timeout;
+        proto.backoff_initial = c.initial_backoff;
+        proto.backoff_max = c.max_backoff;
+        proto.crc = c.crc;
+        proto.limits = Limits {
+            max_front: c.max_front_len,
+            max_middle: c.max_middle_len,
+            max_data: c.max_data_len,
+            max_frame: Limits::default().max_frame.max(
+                1 + 73
+                    + c.max_front_len
+                        .saturating_add(c.max_middle_len)
+                        .saturating_add(c.max_data_len),
+            ),
+        };
+        let inner = Arc::new(Inner {
+            faults: FaultInjector::new(&self.config.fault),
+            dispatch_throttle: Throttle::new("dispatch", 0, self.config.dispatch_throttle_bytes),
+            config: self.config,
+            proto: Arc::new(proto),
+            dispatcher,
+            sessions: Mutex::new(HashMap::new()),
+            all: Mutex::new(HashMap::new()),
+            stats: Stats::new(),
+            method_cache: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            next_link: AtomicU64::new(1),
+            shutdown: AtomicBool::new(false),
+            listen: Mutex::new(listen),
+            threads: Mutex::new(Vec::new()),
+        });
+        if let Some(l) = listener {
+            let i2 = inner.clone();
+            inner.spawn("ms-accepter".into(), move || accept_loop(i2, l))?;
+            info!("{} listening on {}", inner.proto.name, my_addr);
+        }
+        Ok(Messenger { inner })
+    }
+}
+
+/// One entity's messenger. Clone it freely; every clone is the same messenger.
+#[derive(Clone)]
+pub struct Messenger {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Messenger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Messenger({}, {:?})",
+            self.inner.proto.name,
+            self.listen_addr()
+        )
+    }
+}
+
+impl Messenger {
+    /// Start building a messenger for entity `name`.
+    pub fn builder(name: EntityName) -> MessengerBuilder {
+        let config = Config {
+            name,
+            ..Config::default()
+        };
+        MessengerBuilder {
+            config,
+            policies: crate::proto::PolicyTable::default(),
+            auth: AuthConfig::none(),
+            mode: Mode::Plain,
+            min_mode: Mode::Plain,
+            features_supported: u64::MAX,
+            features_required: 0,
+            protocol_features: 0,
+            max_frames_per_key: crate::crypto::DEFAULT_MAX_FRAMES,
+        }
+    }
+
+    /// Our entity name.
+    pub fn name(&self) -> EntityName {
+        self.inner.proto.name
+    }
+
+    /// The address we listen on, if we bound one.
+    pub fn listen_addr(&self) -> Option<SocketAddr> {
+        *self.inner.listen.lock()
+    }
+
+    /// Our advertised address (with our instance nonce).
+    pub fn my_addr(&self) -> EntityAddr {
+        self.inner.my_addr()
+    }
+
+    /// The session with the peer at `addr`, creating it (and connecting) if there is
+    /// none. Messages sent before the handshake completes are queued.
+    pub fn connect(&self, addr: SocketAddr, peer_type: EntityType) -> Result<ConnectionRef, Error> {
+        if self.inner.is_shutdown() {
+            return Err(Error::Shutdown);
+        }
+        let peer = EntityAddr::new(AddrType::MSGR2, addr, 0);
+        let key = session_key(&peer);
+        let mut table = self.inner.sessions.lock();
+        if let Some(s) = table.get(&key) {
+            if s.state.lock().proto.state() != crate::proto::msgr2::State::Closed {
+                return Ok(conn::conn_ref(&self.inner, s));
+            }
+        }
+        let proto = ProtoConn::outgoing(
+            self.inner.proto.clone(),
+            Box::new(SystemRng::new()),
+            peer,
+            peer_type,
+            Instant::now(),
+        );
+        let shared = self.inner.new_session(proto, peer, Some(addr));
+        table.insert(key, shared.clone());
+        drop(table);
+        // The first event is ReconnectDue: let the writer connect.
+        let events = conn::drain(&mut shared.state.lock().proto);
+        conn::handle_events(&self.inner, &shared, events);
+        Ok(conn::conn_ref(&self.inner, &shared))
+    }
+
+    /// Close every session (no reset events), the listener, and stop all threads.
+    pub fn shutdown(&self) {
+        if self.inner.shutdown.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let all: Vec<Arc<ConnShared>> = self.inner.all.lock().values().cloned().collect();
+        for s in all {
+            conn::conn_ref(&self.inner, &s).mark_down();
+        }
+        // Wake the acceptor out of accept().
+        if let Some(a) = self.listen_addr() {
+            let _ = std::net::TcpStream::connect_timeout(&a, Duration::from_millis(200));
+        }
+    }
+
+    /// Wait (bounded by `timeout`) until every messenger thread has exited after
+    /// [`Messenger::shutdown`]. Returns false if some are still running.
+    pub fn wait(&self, timeout: Duration) -> bool {
+        let end = Instant::now() + timeout;
+        loop {
+            let handles: Vec<JoinHandle<()>> = {
+                let mut t = self.inner.threads.lock();
+                let (done, running): (Vec<_>, Vec<_>) = t.drain(..).partition(|h| h.is_finished());
+                *t = running;
+                done
+            };
+            for h in handles {
+                let _ = h.join();
+            }
+            if self.inner.threads.lock().is_empty() {
+                return true;
+            }
+            if Instant::now() >= end {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> StatsSnapshot {
+        self.inner.stats.snapshot()
+    }
+
+    /// Sessions in the table.
+    pub fn session_count(&self) -> usize {
+        self.inner.sessions.lock().len()
+    }
+
+    /// The fault injector (counts of injected faults, the seed).
+    pub fn faults(&self) -> &Arc<FaultInjector> {
+        &self.inner.faults
+    }
+}
+
+fn accept_loop(inner: Arc<Inner>, listener: TcpListener) {
+    loop {
+        let (stream, peer) = match listener.accept() {
+            Ok(x) => x,
+            Err(e) => {
+                if inner.is_shutdown() {
+                    return;
+                }
+                warn!("accept failed: {e}");
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+        };
+        if inner.is_shutdown() {
+            return;
+        }
+        if let Err(e) = transport::configure_stream(&stream, &inner.config) {
+            warn!("cannot configure socket from {peer}: {e}");
+            continue;
+        }
+        let transport = match Transport::new(stream) {
+            Ok(t) => t,
+            Err(e) => {
+                warn!("cannot set up socket from {peer}: {e}");
+                continue;
+            }
+        };
+        let link = inner.next_link_id();
+        let proto = ProtoConn::incoming(
+            inner.proto.clone(),
+            Box::new(SystemRng::new()),
+            link,
+            Instant::now(),
+        );
+        let shared = inner.new_session(proto, EntityAddr::new(AddrType::MSGR2, peer, 0), None);
+        conn::attach_link(&inner, &shared, link, transport);
+        shared.wake();
+    }
+}
