@@ -2,8 +2,8 @@
 //!
 //! ```text
 //! [client.admin]
-//! 	key = AQCNWgJr5/OYGhAArDEOYUXjlx05kxd84Y9njQ==
-//! 	caps mon = "allow *"
+//! <TAB>key = AQCNWgJr5/OYGhAArDEOYUXjlx05kxd84Y9njQ==
+//! <TAB>caps mon = "allow *"
 //! ```
 //!
 //! Accepted syntax: `[name]` section headers; `field = value` lines inside a section, with any
