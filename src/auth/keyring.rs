@@ -2,14 +2,19 @@
 //!
 //! ```text
 //! [client.admin]
-//! 	key = AQCNWgJr5/OYGhAArDEOYUXjlx05kxd84Y9njQ==
-//! 	caps mon = "allow *"
+//! <TAB>key = AQCNWgJr5/OYGhAArDEOYUXjlx05kxd84Y9njQ==
+//! <TAB>caps mon = "allow *"
 //! ```
 //!
-//! Accepted syntax: `[name]` section headers; `field = value` lines inside a section, with any
-//! whitespace around `=`; quoted values (`"allow *"`); blank lines; comment lines starting with `#` or
-//! `;`, and the same after a value. Every section needs exactly one `key`. Fields other than `key` and
-//! `caps <service>` (e.g. `auid`) are accepted and ignored.
+//! Accepted syntax (checked against `ceph-authtool -l` 16.2.15): `[name]` section headers at the start
+//! of a line, the name not padded; `field = value` lines inside a section, with any whitespace around
+//! `=` and `_` in field names read as a space (`caps_mon`); quoted values (`"allow *"`); blank lines;
+//! comment lines starting with `#` or `;`, and the same after a value or a header. Fields other than
+//! `key` and `caps <service>` (e.g. `auid`) are accepted and ignored.
+//!
+//! Deliberately stricter than Ceph, which lets the last duplicate win and turns a section without a
+//! key into an all-zero key of type 0: a repeated section, a second `key` in a section, and a section
+//! without a `key` are errors, because it is then unclear which secret was meant.
 //!
 //! The key is base64 of Ceph's CryptoKey encoding: `le16 type` (1 = AES), `le32 sec` and `le32 nsec`
 //! (creation time), `le16 len`, then `len` secret bytes (16 for AES).
@@ -283,12 +288,16 @@ impl Keyring {
                 continue;
             }
             if let Some(rest) = l.strip_prefix('[') {
+                // Like Ceph: the `[` starts the line, and the name is not padded.
+                if !raw_line.starts_with('[') {
+                    return Err(err(LineProblem::BadSectionHeader));
+                }
                 let end = rest.find(']').ok_or(err(LineProblem::BadSectionHeader))?;
                 if !strip_comment(rest[end + 1..].trim()).is_empty() {
                     return Err(err(LineProblem::BadSectionHeader));
                 }
-                let name = rest[..end].trim();
-                if !valid_section_name(name) {
+                let name = &rest[..end];
+                if !valid_section_name(name) || name.trim() != name {
                     return Err(err(LineProblem::BadSectionName));
                 }
                 let same = |o: &Open| o.name == name;
@@ -306,6 +315,8 @@ impl Keyring {
             }
             let section = open.as_mut().ok_or(err(LineProblem::EntryOutsideSection))?;
             let (field, value) = l.split_once('=').ok_or(err(LineProblem::MissingEquals))?;
+            // Like Ceph, `_` and runs of whitespace in a field name are one space (`caps_mon`).
+            let field = field.replace('_', " ");
             let field = field.split_whitespace().collect::<Vec<_>>().join(" ");
             let value = value.trim();
             let value = if let Some(quoted) = value.strip_prefix('"') {
@@ -462,10 +473,12 @@ mod tests {
 
     #[test]
     fn accepts_comments_blank_lines_and_spacing() {
-        let text = "# a comment\n; another\n\n  [client.x]   # trailing\nkey=AQCNWgJr5/OYGhAArDEOYUXjlx05kxd84Y9njQ==\r\n\tcaps   osd =   \"allow rw\" ; why\n\tauid = 0\n";
+        // `ceph-authtool -l` accepts this text too.
+        let text = "# a comment\n; another\n\n[client.x]   # trailing\nkey=AQCNWgJr5/OYGhAArDEOYUXjlx05kxd84Y9njQ==\r\n\tcaps   osd =   \"allow rw\" ; why\n\tcaps_mon = \"allow r\"\n\tauid = 0\n";
         let ring = Keyring::parse(text).expect("parses");
         let e = ring.get("client.x").expect("entry");
-        assert_eq!(e.caps, vec![("osd".to_string(), "allow rw".to_string())]);
+        let caps = [("osd", "allow rw"), ("mon", "allow r")].map(|(a, b)| (a.into(), b.into()));
+        assert_eq!(e.caps, caps);
         assert_eq!(
             Keyring::parse(FIXTURE)
                 .unwrap()
@@ -484,6 +497,9 @@ mod tests {
         );
         assert_eq!(line_problem("[a\n"), (1, LineProblem::BadSectionHeader));
         assert_eq!(line_problem("[a] x\n"), (1, LineProblem::BadSectionHeader));
+        // Ceph refuses these two as well.
+        assert_eq!(line_problem("  [a]\n"), (1, LineProblem::BadSectionHeader));
+        assert_eq!(line_problem("[ a ]\n"), (1, LineProblem::BadSectionName));
         assert_eq!(line_problem("\n[ ]\n"), (2, LineProblem::BadSectionName));
         assert_eq!(
             line_problem("[a]\nnonsense\n"),
