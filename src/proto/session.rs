@@ -222,7 +222,15 @@ impl Session {
     /// Forget everything (a session reset): queues, replays and sequence numbers.
     /// Returns how many messages were dropped.
     pub fn reset(&mut self, new_cookie: u64) -> usize {
-        let dropped = self.queue.clear() + self.sent.len() + self.replay.len();
+        let queued = self.queue.clear();
+        queued + self.reset_keep_queue(new_cookie)
+    }
+
+    /// A reset in which messages that were never transmitted survive into the new
+    /// session (docs/PROTOCOL.md §5.1): only sent-but-unacknowledged messages, whose
+    /// fate is unknown, are dropped. Returns how many were dropped.
+    pub fn reset_keep_queue(&mut self, new_cookie: u64) -> usize {
+        let dropped = self.sent.len() + self.replay.len();
         self.sent.clear();
         self.replay.clear();
         self.out_seq = 0;
@@ -301,6 +309,22 @@ mod tests {
         assert!(s.ack_pending());
         assert_eq!(s.take_ack(), 4);
         assert!(!s.ack_pending());
+    }
+
+    #[test]
+    fn remote_reset_keeps_untransmitted_messages() {
+        let mut s = Session::new(1, false);
+        s.queue(msg(1, priority::DEFAULT));
+        s.next_outgoing();
+        s.queue(msg(2, priority::DEFAULT));
+        s.requeue_sent();
+        assert_eq!(s.reset_keep_queue(5), 1);
+        let m = s.next_outgoing().unwrap();
+        assert_eq!(
+            (m.front[0], m.seq),
+            (2, 1),
+            "renumbered from 1 in the new session"
+        );
     }
 
     #[test]

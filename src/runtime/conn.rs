@@ -122,6 +122,29 @@ impl std::fmt::Debug for ConnectionRef {
 }
 
 impl ConnectionRef {
+    /// A handle that belongs to no messenger (for testing dispatchers): sends queue
+    /// into a session that never connects.
+    #[doc(hidden)]
+    pub fn detached(id: u64, peer: EntityAddr) -> ConnectionRef {
+        let cfg = crate::proto::ProtoConfig::new(
+            crate::wire::types::EntityName::new(EntityType::CLIENT, id),
+            crate::wire::types::AddrVec::default(),
+        );
+        let proto = ProtoConn::outgoing(
+            Arc::new(cfg),
+            Box::new(crate::crypto::SeededRng::new(id)),
+            peer,
+            EntityType::ANY,
+            Instant::now(),
+        );
+        ConnectionRef {
+            id,
+            peer,
+            shared: ConnShared::new(id, proto, peer, None),
+            msgr: Weak::new(),
+        }
+    }
+
     /// Queue a message. Returns an error if the session is closed (marked down,
     /// refused, or a lossy session that failed).
     pub fn send(&self, msg: Message) -> Result<(), Error> {
@@ -289,15 +312,13 @@ pub(crate) fn handle_events(inner: &Arc<Inner>, shared: &Arc<ConnShared>, events
 
 /// Write the farewell bytes of a closed link (bounded), then shut its socket.
 fn close_link(shared: &Arc<ConnShared>, link: LinkId) {
-    let (io, farewell) = {
+    let mut farewell = Transmit::new();
+    let io = {
         let mut st = shared.state.lock();
-        let io = st.links.remove(&link);
-        let mut t = Transmit::new();
-        st.proto.poll_transmit(link, Instant::now(), &mut t);
-        (io, t)
+        st.proto.poll_transmit(link, Instant::now(), &mut farewell);
+        st.links.remove(&link)
     };
     if let Some(io) = io {
-        let mut farewell = farewell;
         if !farewell.is_empty() {
             let mut w = io.write.lock();
             let _ = w.set_write_timeout(Some(Duration::from_millis(200)));
@@ -533,40 +554,49 @@ pub(crate) fn writer_loop(inner: Arc<Inner>, shared: Arc<ConnShared>) {
             return;
         }
         let now = Instant::now();
-        let (events, connect, io, deadline) = {
+        // Bytes are taken from the state machine and the link's write lock is taken
+        // before the session lock is released, so that two threads (e.g. around an
+        // adoption) can never write one link's bytes out of order.
+        let mut io: Option<(LinkId, Arc<LinkIo>)> = None;
+        let mut guard;
+        let (events, connect, deadline) = {
             let mut st = shared.state.lock();
             if st.proto.poll_timeout().is_some_and(|t| t <= now) {
                 st.proto.handle_timeout(now);
             }
             let connect = std::mem::take(&mut st.connect_due);
-            let mut io = None;
-            if let Some(link) = st.proto.link_id() {
+            // Only take bytes for a link whose socket is attached: bytes taken with
+            // nowhere to go would be lost.
+            if let Some(link) = st.proto.link_id().filter(|l| st.links.contains_key(l)) {
                 if st.proto.poll_transmit(link, now, &mut out) {
                     io = st.links.get(&link).cloned().map(|io| (link, io));
                 }
             }
-            (drain(&mut st.proto), connect, io, st.proto.poll_timeout())
+            guard = io.as_ref().map(|(_, io)| io.write.lock());
+            (drain(&mut st.proto), connect, st.proto.poll_timeout())
         };
-        if !events.is_empty() {
-            handle_events(&inner, &shared, events);
-        }
-        if let Some((link, io)) = io {
+        if let (Some((link, _)), Some(mut w)) = (&io, guard.take()) {
             let len = out.len() as u64;
-            let r = {
-                let mut w = io.write.lock();
-                write_batch(&mut w, &mut out)
-            };
+            let r = write_batch(&mut w, &mut out);
+            drop(w);
             out.clear();
             match r {
                 Ok(()) => inner.stats.add_bytes_out(len),
                 Err(e) => fail(
                     &inner,
                     &shared,
-                    link,
+                    *link,
                     ProtoError::Transport(format!("write: {e}")),
                 ),
             }
+            if !events.is_empty() {
+                handle_events(&inner, &shared, events);
+            }
             continue;
+        }
+        drop(guard);
+        if !events.is_empty() {
+            handle_events(&inner, &shared, events);
         }
         out.clear();
         if connect {

@@ -170,10 +170,10 @@ mod tests {
     use std::sync::Arc;
 
     fn conn(id: u64) -> ConnectionRef {
-        ConnectionRef {
+        ConnectionRef::detached(
             id,
-            peer: EntityAddr::new(AddrType::MSGR2, "127.0.0.1:3300".parse().unwrap(), 7),
-        }
+            EntityAddr::new(AddrType::MSGR2, "127.0.0.1:3300".parse().unwrap(), 7),
+        )
     }
 
     #[test]

@@ -429,6 +429,15 @@ impl Messenger {
         self.inner.stats.snapshot()
     }
 
+    /// Handles on every session in the table.
+    pub fn sessions(&self) -> Vec<ConnectionRef> {
+        let table = self.inner.sessions.lock();
+        table
+            .values()
+            .map(|s| conn::conn_ref(&self.inner, s))
+            .collect()
+    }
+
     /// Sessions in the table.
     pub fn session_count(&self) -> usize {
         self.inner.sessions.lock().len()

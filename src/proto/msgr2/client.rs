@@ -319,7 +319,13 @@ impl Connection {
             Frame::ReconnectReset => {
                 info!("[{}] the peer reset our session", self.peer.addr);
                 let cookie = super::random_u64(&mut *self.rng);
-                self.session.reset(cookie);
+                let dropped = self.session.reset_keep_queue(cookie);
+                if dropped > 0 {
+                    info!(
+                        "[{}] {dropped} unacknowledged messages dropped by the reset",
+                        self.peer.addr
+                    );
+                }
                 self.events.push_back(Event::RemoteReset);
                 self.client_queue_session_frame()
             }

@@ -352,7 +352,7 @@ impl Connection {
         if reset {
             let was_established = self.session.connect_seq > 0;
             let cookie = super::random_u64(&mut *self.rng);
-            self.session.reset(cookie);
+            self.session.reset_keep_queue(cookie);
             if was_established {
                 if self.session.lossy {
                     self.events.push_back(Event::Reset);
