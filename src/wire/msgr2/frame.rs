@@ -326,32 +326,35 @@ const HEADER2_CRC_OFF: usize = 69;
 impl MsgHeader2 {
     /// Write the 73 bytes.
     pub fn encode(&self, out: &mut Vec<u8>) {
-        out.put_le64(self.seq);
-        out.put_le64(self.tid);
-        out.put_le16(self.ty);
-        out.put_le16(self.priority);
-        out.put_le16(self.version);
-        out.put_le32(self.front_len);
-        out.put_le32(self.middle_len);
-        out.put_le32(self.data_len);
-        out.put_le16(self.data_off);
-        out.put_u8(self.src.ty.0);
-        out.put_le64(self.src.num);
-        out.put_le16(self.compat_version);
-        out.put_le16(self.flags);
-        out.put_le64(self.ack_seq);
-        out.put_le32(self.front_crc);
-        out.put_le32(self.middle_crc);
-        out.put_le32(self.data_crc);
-        out.put_le32(self.header_crc);
+        out.extend_from_slice(&self.to_bytes());
     }
 
-    /// The 73 bytes as an array.
+    /// The 73 bytes as an array, without allocating.
     pub fn to_bytes(&self) -> [u8; HEADER2_LEN] {
-        let mut v = Vec::with_capacity(HEADER2_LEN);
-        self.encode(&mut v);
         let mut out = [0u8; HEADER2_LEN];
-        out.copy_from_slice(&v);
+        let mut pos = 0;
+        let mut put = |b: &[u8]| {
+            out[pos..pos + b.len()].copy_from_slice(b);
+            pos += b.len();
+        };
+        put(&self.seq.to_le_bytes());
+        put(&self.tid.to_le_bytes());
+        put(&self.ty.to_le_bytes());
+        put(&self.priority.to_le_bytes());
+        put(&self.version.to_le_bytes());
+        put(&self.front_len.to_le_bytes());
+        put(&self.middle_len.to_le_bytes());
+        put(&self.data_len.to_le_bytes());
+        put(&self.data_off.to_le_bytes());
+        put(&[self.src.ty.0]);
+        put(&self.src.num.to_le_bytes());
+        put(&self.compat_version.to_le_bytes());
+        put(&self.flags.to_le_bytes());
+        put(&self.ack_seq.to_le_bytes());
+        put(&self.front_crc.to_le_bytes());
+        put(&self.middle_crc.to_le_bytes());
+        put(&self.data_crc.to_le_bytes());
+        put(&self.header_crc.to_le_bytes());
         out
     }
 
@@ -664,11 +667,18 @@ impl Frame {
             Frame::AuthMethods(a) => 1 + 4 + 4 * a.methods.len(),
             Frame::Auth(a) => 1 + 4 + a.payload.len(),
             Frame::Close(c) => 1 + 8 + c.message.len(),
-            other => {
-                let mut v = Vec::new();
-                other.encode(&mut v);
-                v.len()
-            }
+            Frame::AuthSetMethod(_) | Frame::AuthBadMethod(_) | Frame::IdentBadProtocol(_) => 1 + 4,
+            Frame::AuthDone(_) => 1 + 8 + 32,
+            Frame::Ident(i) => 1 + i.addrs.to_vec().len() + 1 + 4 + 8 * 4,
+            Frame::IdentMissingFeatures(_)
+            | Frame::ReconnectRetrySession(_)
+            | Frame::ReconnectRetryGlobal(_)
+            | Frame::Ack(_)
+            | Frame::Keepalive2(_)
+            | Frame::Keepalive2Ack(_) => 1 + 8,
+            Frame::Reconnect(_) => 1 + 32,
+            Frame::ReconnectOk(_) | Frame::Start(_) => 1 + 16,
+            Frame::ReconnectWait | Frame::ReconnectReset => 1,
         }
     }
 
