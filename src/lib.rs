@@ -21,4 +21,6 @@
 #![warn(missing_docs)]
 
 pub mod crypto;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod wire;

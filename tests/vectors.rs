@@ -44,13 +44,15 @@ fn generate() -> Vec<(String, Vec<u8>)> {
     let k = keys();
     let mut out = Vec::new();
     let forms = [Protection::Plain, Protection::Signed, Protection::Encrypted];
-    let per_form: Vec<_> = forms
-        .iter()
-        .map(|&p| sample_frames(p == Protection::Plain))
-        .collect();
-    for i in 0..per_form[0].len() {
-        for (fi, &p) in forms.iter().enumerate() {
-            let frame = &per_form[fi][i];
+    let plain = sample_frames(true);
+    let protected = sample_frames(false);
+    for (plain_frame, protected_frame) in plain.iter().zip(&protected) {
+        for p in forms {
+            let frame = if p == Protection::Plain {
+                plain_frame
+            } else {
+                protected_frame
+            };
             let mut tx = match p {
                 Protection::Plain => TxProtector::plain(),
                 _ => TxProtector::new(p, &k.c2s, DEFAULT_MAX_FRAMES),

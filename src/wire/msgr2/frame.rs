@@ -607,8 +607,10 @@ pub enum Frame {
     Close(Close),
 }
 
-/// Largest encoded `entity_addr` (tagged form with an IPv6 sockaddr).
-const MAX_ADDR_LEN: usize = 3 + 4 + 12 + 28;
+/// Largest `entity_addr` the tagged-form reader of `types.rs` will wait for: marker, version,
+/// compat, le32 length, then at most 12 + 128 bytes (type, nonce, sockaddr blob of ≤ 128).
+/// Canonical addresses are shorter (≤ 47 bytes); non-canonical ones are refused once read.
+const MAX_ADDR_LEN: usize = 3 + 4 + 12 + 128;
 
 /// The largest plain frame of each non-MSG kind: a plain deframer never buffers more than
 /// this while waiting for such a frame (§3.1), so garbage cannot make it buffer forever.
