@@ -355,10 +355,9 @@ mod tests {
     }
 
     #[test]
-    fn round_trips_in_all_forms_small_frames_one_byte_at_a_time() {
+    fn round_trips_in_all_forms_one_byte_at_a_time() {
         for p in FORMS {
-            let small: Vec<Frame> = samples(p).into_iter().take(21).collect();
-            round_trip(p, 1, &small);
+            round_trip(p, 1, &samples(p));
         }
     }
 

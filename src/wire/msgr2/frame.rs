@@ -581,29 +581,46 @@ impl fmt::Debug for AuthDone {
 
 /// One msgr2 frame, in any form.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[allow(missing_docs)] // each variant is documented on its struct
 pub enum Frame {
+    /// AUTH_METHODS (0x01).
     AuthMethods(AuthMethods),
+    /// AUTH_SET_METHOD (0x02).
     AuthSetMethod(AuthSetMethod),
+    /// AUTH_BAD_METHOD (0x03).
     AuthBadMethod(AuthBadMethod),
+    /// AUTH (0x04).
     Auth(Auth),
+    /// AUTH_DONE (0x05).
     AuthDone(AuthDone),
+    /// IDENT (0x10).
     Ident(Ident),
+    /// IDENT_MISSING_FEATURES (0x11).
     IdentMissingFeatures(IdentMissingFeatures),
+    /// IDENT_BAD_PROTOCOL (0x12).
     IdentBadProtocol(IdentBadProtocol),
+    /// RECONNECT (0x13).
     Reconnect(Reconnect),
+    /// RECONNECT_OK (0x14).
     ReconnectOk(ReconnectOk),
+    /// RECONNECT_RETRY_SESSION (0x15).
     ReconnectRetrySession(ReconnectRetrySession),
+    /// RECONNECT_RETRY_GLOBAL (0x16).
     ReconnectRetryGlobal(ReconnectRetryGlobal),
     /// RECONNECT_WAIT (0x17, S): empty.
     ReconnectWait,
     /// RECONNECT_RESET (0x18, S): empty.
     ReconnectReset,
+    /// START (0x19).
     Start(Start),
+    /// MSG (0x20).
     Msg(Msg),
+    /// ACK (0x21).
     Ack(Ack),
+    /// KEEPALIVE2 (0x22).
     Keepalive2(Keepalive2),
+    /// KEEPALIVE2_ACK (0x23).
     Keepalive2Ack(Keepalive2Ack),
+    /// CLOSE (0x24).
     Close(Close),
 }
 
