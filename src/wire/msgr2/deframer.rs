@@ -327,7 +327,9 @@ mod tests {
         let mut got = Vec::new();
         let mut pos = 0;
         let mut sizes = SeededRng::new(step as u64);
+        let mut pushes = 0usize;
         while pos < wire.len() {
+            pushes += 1;
             let n = if step == 0 {
                 1 + (sizes.next_u64() % 70_000) as usize
             } else {
@@ -342,6 +344,10 @@ mod tests {
             }
         }
         assert_eq!(d.buffered(), 0);
+        if step == 1 {
+            assert_eq!(pushes, wire.len(), "one push per byte");
+            assert!(wire.len() > 3 << 20, "includes the 1 MiB sections");
+        }
         assert_eq!(got.len(), frames.len(), "{p:?} step {step}");
         for ((dec, f), bytes) in got.iter().zip(frames).zip(&per_frame) {
             assert_eq!(&dec.frame, f, "{p:?} step {step}");
