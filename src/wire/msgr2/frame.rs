@@ -430,7 +430,9 @@ impl Msg {
     /// Build from a user Message: sets seq, ack_seq, src; if `crc` sets MSG_FLAG_CRC and
     /// computes the 4 CRCs (Ceph crc32c seed 0) else all CRC fields 0.
     ///
-    /// Section lengths must fit in u32; callers enforce [`Limits`] on what they send.
+    /// Pass `crc = true` for the plain form and `false` for the protected forms (§6.1); the
+    /// deframer rejects anything else. Section lengths must fit in u32; callers enforce
+    /// [`Limits`] on what they send.
     pub fn from_message(msg: &Message, seq: u64, ack_seq: u64, src: EntityName, crc: bool) -> Msg {
         let len32 = |b: &Bytes| u32::try_from(b.len()).unwrap_or(u32::MAX);
         let mut header = MsgHeader2 {
