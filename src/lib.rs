@@ -22,6 +22,8 @@
 
 pub mod auth;
 pub mod crypto;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod proto;
 pub mod runtime;
 pub mod wire;

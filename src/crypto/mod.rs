@@ -5,6 +5,32 @@
 //! keys and the implicit frame counter that goes into every MAC and nonce. Keys are
 //! derived by [`derive_keys`]; randomness is injected through [`Random`].
 //! Nothing here reads a clock, spawns a thread or touches a socket.
+//!
+//! ```
+//! use simplemsgr::crypto::{derive_keys, Protection, RxProtector, SeededRng, TxProtector};
+//! use simplemsgr::wire::msgr2::{Ack, Deframer, Frame, FrameError, Limits};
+//! use simplemsgr::wire::transmit::Transmit;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let keys = derive_keys(&[7u8; 32], &[0x11; 32], &[0x22; 32]);
+//! let mut tx = TxProtector::new(Protection::Signed, &keys.c2s, 1 << 32);
+//! let mut rx = RxProtector::new(Protection::Signed, &keys.c2s, 1 << 32);
+//! let mut out = Transmit::new();
+//! tx.seal(&Frame::Ack(Ack { seq: 1 }), &mut SeededRng::new(1), &mut out)?;
+//! let wire = out.to_vec();
+//! assert_eq!(wire.len(), 16 + 4 + 9 + 32 + 3); // confounder, length, ACK, HMAC, padding
+//!
+//! let mut d = Deframer::new(Limits::default());
+//! d.push(&wire[..30]);
+//! assert!(d.next_frame(&mut rx)?.is_none()); // incomplete is not an error
+//! d.push(&wire[30..]);
+//! assert_eq!(d.next_frame(&mut rx)?.map(|f| f.frame), Some(Frame::Ack(Ack { seq: 1 })));
+//!
+//! d.push(&wire); // the same frame again: a replay
+//! assert_eq!(d.next_frame(&mut rx), Err(FrameError::BadSignature));
+//! # Ok(())
+//! # }
+//! ```
 
 mod keys;
 mod protect;

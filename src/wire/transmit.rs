@@ -129,6 +129,34 @@ impl Transmit {
             // Everything written: reuse the buffer's capacity from the start.
             self.buf.clear();
             self.head = 0;
+        } else {
+            self.compact();
+        }
+    }
+
+    /// Drop written bytes from the front of the internal buffer once they are the larger
+    /// part of it, so a writer that never fully drains does not grow it without bound.
+    fn compact(&mut self) {
+        const MIN_COMPACT: usize = 64 * 1024;
+        let mut live = self.buf.len();
+        for (i, c) in self.chunks.iter().enumerate() {
+            if let Chunk::Copied(r) = c {
+                live = r.start + if i == 0 { self.head } else { 0 };
+                break;
+            }
+        }
+        if live < MIN_COMPACT || live < self.buf.len() / 2 {
+            return;
+        }
+        self.buf.drain(..live);
+        for (i, c) in self.chunks.iter_mut().enumerate() {
+            if let Chunk::Copied(r) = c {
+                if i == 0 {
+                    r.start += self.head;
+                    self.head = 0;
+                }
+                *r = r.start - live..r.end - live;
+            }
         }
     }
 
@@ -220,6 +248,27 @@ mod tests {
         }
         t.consume(usize::MAX);
         assert!(t.is_empty());
+        // A writer that never drains completely: the buffer stays bounded.
+        let mut t = Transmit::new();
+        let mut expect = std::collections::VecDeque::new();
+        for i in 0..10_000u32 {
+            let piece = [(i % 251) as u8; 100];
+            t.push_copy(&piece);
+            expect.extend(piece);
+            let n = 90;
+            let got = t.to_vec();
+            assert_eq!(
+                &got[..n],
+                &expect.iter().take(n).copied().collect::<Vec<_>>()[..]
+            );
+            t.consume(n);
+            expect.drain(..n);
+            assert!(
+                t.buf.len() <= 2 * 64 * 1024 + 1000 + t.len(),
+                "buffer bounded"
+            );
+        }
+        assert_eq!(t.to_vec(), expect.into_iter().collect::<Vec<_>>());
         t.push_copy(b"x");
         t.clear();
         assert!(t.is_empty() && t.to_vec().is_empty());

@@ -263,3 +263,408 @@ impl Deframer {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::{
+        derive_keys, CryptoError, SeededRng, SessionKeys, TxProtector, DEFAULT_MAX_FRAMES,
+    };
+    use crate::wire::message::Message;
+    use crate::wire::msgr2::{sample_frames, Ack, Msg};
+    use crate::wire::transmit::Transmit;
+    use crate::wire::types::{EntityName, EntityType};
+
+    const FORMS: [Protection; 3] = [Protection::Plain, Protection::Signed, Protection::Encrypted];
+
+    fn keys() -> SessionKeys {
+        let sk: Vec<u8> = (0u8..32).collect();
+        derive_keys(&sk, &[0x11; 32], &[0x22; 32])
+    }
+
+    fn pair(p: Protection, max: u64) -> (TxProtector, RxProtector) {
+        let k = keys();
+        if p == Protection::Plain {
+            return (TxProtector::plain(), RxProtector::plain());
+        }
+        (
+            TxProtector::new(p, &k.c2s, max),
+            RxProtector::new(p, &k.c2s, max),
+        )
+    }
+
+    fn samples(p: Protection) -> Vec<Frame> {
+        let mut v = sample_frames(p == Protection::Plain);
+        for size in [0usize, 1 << 20] {
+            let msg = Message::new(1, vec![1u8; size])
+                .with_middle(vec![2u8; size])
+                .with_data(vec![3u8; size]);
+            let crc = p == Protection::Plain;
+            v.push(Frame::Msg(Msg::from_message(
+                &msg,
+                2,
+                1,
+                EntityName::new(EntityType::OSD, 0),
+                crc,
+            )));
+        }
+        v
+    }
+
+    /// Seal every frame, then feed the bytes in pieces of `step` (0 = pseudo-random sizes).
+    fn round_trip(p: Protection, step: usize, frames: &[Frame]) {
+        let (mut tx, mut rx) = pair(p, DEFAULT_MAX_FRAMES);
+        let mut rng = SeededRng::new(7);
+        let mut t = Transmit::new();
+        let mut per_frame = Vec::new();
+        for f in frames {
+            let before = t.len();
+            tx.seal(f, &mut rng, &mut t).unwrap();
+            per_frame.push(t.to_vec()[before..].to_vec());
+        }
+        let wire = t.to_vec();
+        let mut d = Deframer::new(Limits::default());
+        let mut got = Vec::new();
+        let mut pos = 0;
+        let mut sizes = SeededRng::new(step as u64);
+        let mut pushes = 0usize;
+        while pos < wire.len() {
+            pushes += 1;
+            let n = if step == 0 {
+                1 + (sizes.next_u64() % 70_000) as usize
+            } else {
+                step
+            };
+            let end = (pos + n).min(wire.len());
+            d.push(&wire[pos..end]);
+            pos = end;
+            while let Some(dec) = d.next_frame(&mut rx).unwrap() {
+                assert!(d.read_hint() >= 1);
+                got.push(dec);
+            }
+        }
+        assert_eq!(d.buffered(), 0);
+        if step == 1 {
+            assert_eq!(pushes, wire.len(), "one push per byte");
+            assert!(wire.len() > 3 << 20, "includes the 1 MiB sections");
+        }
+        assert_eq!(got.len(), frames.len(), "{p:?} step {step}");
+        for ((dec, f), bytes) in got.iter().zip(frames).zip(&per_frame) {
+            assert_eq!(&dec.frame, f, "{p:?} step {step}");
+            if p == Protection::Plain {
+                assert_eq!(&dec.raw[..], &bytes[..], "raw is the exact wire bytes");
+            } else {
+                assert!(dec.raw.is_empty());
+                assert_eq!(bytes.len() % 16, 0, "protected frames are whole blocks");
+            }
+        }
+    }
+
+    #[test]
+    fn round_trips_in_all_forms_one_byte_at_a_time() {
+        for p in FORMS {
+            round_trip(p, 1, &samples(p));
+        }
+    }
+
+    #[test]
+    fn round_trips_in_all_forms_with_big_messages_and_odd_splits() {
+        for p in FORMS {
+            let all = samples(p);
+            round_trip(p, 7, &all);
+            round_trip(p, 0, &all);
+            round_trip(p, usize::MAX / 2, &all);
+        }
+    }
+
+    #[test]
+    fn read_hint_asks_for_the_rest_of_a_big_frame() {
+        for p in FORMS {
+            let (mut tx, mut rx) = pair(p, DEFAULT_MAX_FRAMES);
+            let f = samples(p).pop().unwrap();
+            let mut t = Transmit::new();
+            tx.seal(&f, &mut SeededRng::new(1), &mut t).unwrap();
+            let wire = t.to_vec();
+            let mut d = Deframer::new(Limits::default());
+            assert_eq!(d.read_hint(), DEFAULT_READ_HINT);
+            d.push(&wire[..100]);
+            assert!(d.next_frame(&mut rx).unwrap().is_none());
+            assert_eq!(d.read_hint(), wire.len() - 100, "{p:?}");
+            d.buffer_mut().extend_from_slice(&wire[100..]);
+            assert_eq!(d.next_frame(&mut rx).unwrap().unwrap().frame, f);
+            assert_eq!(d.read_hint(), DEFAULT_READ_HINT);
+        }
+    }
+
+    #[test]
+    fn plain_msg_is_zero_copy_and_sealing_shares_big_sections() {
+        let f = samples(Protection::Plain).pop().unwrap();
+        let Frame::Msg(m) = &f else { unreachable!() };
+        for p in [Protection::Plain, Protection::Signed] {
+            let (mut tx, _) = pair(p, DEFAULT_MAX_FRAMES);
+            let mut t = Transmit::new();
+            tx.seal(&f, &mut SeededRng::new(1), &mut t).unwrap();
+            let mut slices = Vec::new();
+            t.io_slices(&mut slices);
+            assert!(
+                slices.iter().any(|s| s.as_ptr() == m.data.as_ptr()),
+                "{p:?}: data not copied"
+            );
+        }
+        let mut t = Transmit::new();
+        TxProtector::plain()
+            .seal(&f, &mut SeededRng::new(1), &mut t)
+            .unwrap();
+        let mut d = Deframer::new(Limits::default());
+        d.push(&t.to_vec());
+        let dec = d.next_frame(&mut RxProtector::plain()).unwrap().unwrap();
+        let Frame::Msg(back) = dec.frame else {
+            unreachable!()
+        };
+        assert_eq!(
+            back.data.as_ptr(),
+            dec.raw[1 + HEADER2_LEN + (2 << 20)..].as_ptr()
+        );
+    }
+
+    /// What the deframer does with exactly `wire` buffered.
+    fn outcome(p: Protection, wire: &[u8]) -> Result<Option<Decoded>, FrameError> {
+        let (_, mut rx) = pair(p, DEFAULT_MAX_FRAMES);
+        let mut d = Deframer::new(Limits::default());
+        d.push(wire);
+        d.next_frame(&mut rx)
+    }
+
+    /// Flip every bit of one protected frame. Each flip must give an error, or — only for a
+    /// bit of the length field that makes the length larger — `Ok(None)`: the frame never
+    /// completes from these bytes. No flipped frame is ever accepted.
+    #[test]
+    fn every_single_bit_flip_is_rejected() {
+        let f = Frame::Ack(Ack { seq: 0x55 });
+        for p in [Protection::Signed, Protection::Encrypted] {
+            let (mut tx, _) = pair(p, DEFAULT_MAX_FRAMES);
+            let mut t = Transmit::new();
+            tx.seal(&f, &mut SeededRng::new(3), &mut t).unwrap();
+            let wire = t.to_vec();
+            assert!(
+                wire.len() % 16 == 0 && wire.len() > 20 + 9 + p.sig_size(),
+                "has padding"
+            );
+            assert_eq!(outcome(p, &wire).unwrap().unwrap().frame, f);
+            let mut errors = 0;
+            for bit in 0..wire.len() * 8 {
+                let mut bad = wire.clone();
+                bad[bit / 8] ^= 1 << (bit % 8);
+                match outcome(p, &bad) {
+                    Err(_) => errors += 1,
+                    Ok(None) => {
+                        assert!(
+                            (16..20).contains(&(bit / 8)),
+                            "{p:?} bit {bit}: only a length bit may stall"
+                        );
+                        let len = u32::from_le_bytes(bad[16..20].try_into().unwrap());
+                        assert!(len > 9, "{p:?} bit {bit}: stalls only when the length grew");
+                    }
+                    Ok(Some(d)) => panic!("{p:?} bit {bit}: accepted a tampered frame: {d:?}"),
+                }
+            }
+            assert!(errors > wire.len() * 8 - 32, "{p:?}: {errors}");
+        }
+    }
+
+    #[test]
+    fn replayed_dropped_and_swapped_frames_are_detected() {
+        for p in [Protection::Signed, Protection::Encrypted] {
+            let (mut tx, _) = pair(p, DEFAULT_MAX_FRAMES);
+            let mut rng = SeededRng::new(5);
+            let frames: Vec<Vec<u8>> = (0..3)
+                .map(|i| {
+                    let mut t = Transmit::new();
+                    tx.seal(&Frame::Ack(Ack { seq: i }), &mut rng, &mut t)
+                        .unwrap();
+                    t.to_vec()
+                })
+                .collect();
+            let run = |order: &[usize]| -> Result<usize, FrameError> {
+                let (_, mut rx) = pair(p, DEFAULT_MAX_FRAMES);
+                let mut d = Deframer::new(Limits::default());
+                let mut n = 0;
+                for &i in order {
+                    d.push(&frames[i]);
+                    if d.next_frame(&mut rx)?.is_some() {
+                        n += 1;
+                    }
+                }
+                Ok(n)
+            };
+            assert_eq!(run(&[0, 1, 2]), Ok(3));
+            assert_eq!(run(&[0, 0]), Err(FrameError::BadSignature), "{p:?} replay");
+            assert_eq!(run(&[0, 2]), Err(FrameError::BadSignature), "{p:?} drop");
+            assert_eq!(run(&[1, 0]), Err(FrameError::BadSignature), "{p:?} swap");
+            // The other direction's keys do not verify either (reflection).
+            let k = keys();
+            let mut rx = RxProtector::new(p, &k.s2c, DEFAULT_MAX_FRAMES);
+            let mut d = Deframer::new(Limits::default());
+            d.push(&frames[0]);
+            assert_eq!(d.next_frame(&mut rx), Err(FrameError::BadSignature));
+        }
+    }
+
+    #[test]
+    fn counters_are_exhausted_at_max_frames() {
+        for p in [Protection::Signed, Protection::Encrypted] {
+            let (mut tx, mut rx) = pair(p, 3);
+            let mut rng = SeededRng::new(9);
+            let mut t = Transmit::new();
+            for i in 0..3 {
+                assert_eq!(tx.remaining_frames(), 3 - i);
+                tx.seal(&Frame::Ack(Ack { seq: i }), &mut rng, &mut t)
+                    .unwrap();
+            }
+            assert_eq!(tx.remaining_frames(), 0);
+            let before = t.len();
+            assert_eq!(
+                tx.seal(&Frame::ReconnectWait, &mut rng, &mut t),
+                Err(CryptoError::Exhausted)
+            );
+            assert_eq!(t.len(), before, "nothing written");
+            let mut d = Deframer::new(Limits::default());
+            d.push(&t.to_vec());
+            for _ in 0..3 {
+                assert!(d.next_frame(&mut rx).unwrap().is_some());
+            }
+            // A fourth frame (sealed by a sender with a higher limit) is refused by the receiver.
+            let (mut tx4, _) = pair(p, 10);
+            let mut t4 = Transmit::new();
+            for i in 0..4 {
+                t4.clear();
+                tx4.seal(&Frame::Ack(Ack { seq: i }), &mut rng, &mut t4)
+                    .unwrap();
+            }
+            d.push(&t4.to_vec());
+            assert_eq!(d.next_frame(&mut rx), Err(FrameError::Exhausted));
+        }
+        assert_eq!(TxProtector::plain().remaining_frames(), u64::MAX);
+    }
+
+    #[test]
+    fn limits_are_enforced_before_buffering() {
+        let small = Limits {
+            max_front: 100,
+            max_middle: 100,
+            max_data: 100,
+            max_frame: 1000,
+        };
+        // Protected: 20 bytes announce a length above max_frame.
+        for p in [Protection::Signed, Protection::Encrypted] {
+            let (_, mut rx) = pair(p, DEFAULT_MAX_FRAMES);
+            let mut d = Deframer::new(small);
+            let mut head = vec![0u8; 16];
+            head.extend_from_slice(&1001u32.to_le_bytes());
+            d.push(&head);
+            assert_eq!(
+                d.next_frame(&mut rx),
+                Err(FrameError::TooLong {
+                    len: 1001,
+                    limit: 1000
+                })
+            );
+            let mut d = Deframer::new(small);
+            d.push(&[0u8; 20]);
+            assert!(
+                matches!(d.next_frame(&mut rx), Err(FrameError::Decode(_))),
+                "length 0"
+            );
+        }
+        // Plain MSG: the header alone is enough to refuse a big section.
+        let mut h = vec![0u8; 1 + HEADER2_LEN];
+        h[0] = Tag::MSG.0;
+        h[1 + 30..1 + 34].copy_from_slice(&u32::MAX.to_le_bytes());
+        let mut d = Deframer::new(small);
+        d.push(&h);
+        assert!(matches!(
+            d.next_frame(&mut RxProtector::plain()),
+            Err(FrameError::Decode(DecodeError::TooLarge {
+                what: "header2.data_len",
+                ..
+            }))
+        ));
+        // Plain AUTH with a huge blob length: refused from its first 5 bytes.
+        let mut d = Deframer::new(small);
+        d.push(&[Tag::AUTH.0, 0xff, 0xff, 0xff, 0xff]);
+        assert!(matches!(
+            d.next_frame(&mut RxProtector::plain()),
+            Err(FrameError::Decode(DecodeError::TooLarge { .. }))
+        ));
+        // Unknown tag: refused at once.
+        let mut d = Deframer::new(small);
+        d.push(&[0x7f]);
+        assert_eq!(
+            d.next_frame(&mut RxProtector::plain()),
+            Err(FrameError::Decode(DecodeError::UnknownTag(0x7f)))
+        );
+    }
+
+    #[test]
+    fn plain_msg_crcs_are_required_and_checked_protected_crcs_refused() {
+        let msg = Message::new(1, &b"abc"[..]);
+        let src = EntityName::new(EntityType::MON, 0);
+        let encode = |m: Msg| {
+            let mut v = Vec::new();
+            Frame::Msg(m).encode(&mut v);
+            v
+        };
+        for (m, ok) in [
+            (Msg::from_message(&msg, 1, 0, src, true), true),
+            (Msg::from_message(&msg, 1, 0, src, false), false),
+        ] {
+            let mut d = Deframer::new(Limits::default());
+            d.push(&encode(m.clone()));
+            assert_eq!(d.next_frame(&mut RxProtector::plain()).is_ok(), ok);
+            let mut bad = encode(m);
+            let last = bad.len() - 1;
+            bad[last] ^= 1;
+            let mut d = Deframer::new(Limits::default());
+            d.push(&bad);
+            assert!(d.next_frame(&mut RxProtector::plain()).is_err());
+        }
+        let (mut tx, mut rx) = pair(Protection::Signed, DEFAULT_MAX_FRAMES);
+        let mut t = Transmit::new();
+        tx.seal(
+            &Frame::Msg(Msg::from_message(&msg, 1, 0, src, true)),
+            &mut SeededRng::new(1),
+            &mut t,
+        )
+        .unwrap();
+        let mut d = Deframer::new(Limits::default());
+        d.push(&t.to_vec());
+        assert!(matches!(
+            d.next_frame(&mut rx),
+            Err(FrameError::Decode(DecodeError::Invalid { .. }))
+        ));
+    }
+
+    #[test]
+    fn banner_then_frames_from_one_buffer() {
+        let mut wire = Vec::new();
+        Banner {
+            supported: 1,
+            required: 0,
+        }
+        .encode(&mut wire);
+        Frame::ReconnectReset.encode(&mut wire);
+        let mut d = Deframer::new(Limits::default());
+        for (i, b) in wire.iter().enumerate() {
+            d.push(&[*b]);
+            let got = d.take_banner().unwrap();
+            assert_eq!(got.is_some(), i == 8, "byte {i}");
+            if got.is_some() {
+                break;
+            }
+        }
+        d.push(&wire[9..]);
+        let dec = d.next_frame(&mut RxProtector::plain()).unwrap().unwrap();
+        assert_eq!(dec.frame, Frame::ReconnectReset);
+        assert_eq!(&dec.raw[..], &[Tag::RECONNECT_RESET.0]);
+    }
+}

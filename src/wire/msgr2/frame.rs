@@ -326,32 +326,35 @@ const HEADER2_CRC_OFF: usize = 69;
 impl MsgHeader2 {
     /// Write the 73 bytes.
     pub fn encode(&self, out: &mut Vec<u8>) {
-        out.put_le64(self.seq);
-        out.put_le64(self.tid);
-        out.put_le16(self.ty);
-        out.put_le16(self.priority);
-        out.put_le16(self.version);
-        out.put_le32(self.front_len);
-        out.put_le32(self.middle_len);
-        out.put_le32(self.data_len);
-        out.put_le16(self.data_off);
-        out.put_u8(self.src.ty.0);
-        out.put_le64(self.src.num);
-        out.put_le16(self.compat_version);
-        out.put_le16(self.flags);
-        out.put_le64(self.ack_seq);
-        out.put_le32(self.front_crc);
-        out.put_le32(self.middle_crc);
-        out.put_le32(self.data_crc);
-        out.put_le32(self.header_crc);
+        out.extend_from_slice(&self.to_bytes());
     }
 
-    /// The 73 bytes as an array.
+    /// The 73 bytes as an array, without allocating.
     pub fn to_bytes(&self) -> [u8; HEADER2_LEN] {
-        let mut v = Vec::with_capacity(HEADER2_LEN);
-        self.encode(&mut v);
         let mut out = [0u8; HEADER2_LEN];
-        out.copy_from_slice(&v);
+        let mut pos = 0;
+        let mut put = |b: &[u8]| {
+            out[pos..pos + b.len()].copy_from_slice(b);
+            pos += b.len();
+        };
+        put(&self.seq.to_le_bytes());
+        put(&self.tid.to_le_bytes());
+        put(&self.ty.to_le_bytes());
+        put(&self.priority.to_le_bytes());
+        put(&self.version.to_le_bytes());
+        put(&self.front_len.to_le_bytes());
+        put(&self.middle_len.to_le_bytes());
+        put(&self.data_len.to_le_bytes());
+        put(&self.data_off.to_le_bytes());
+        put(&[self.src.ty.0]);
+        put(&self.src.num.to_le_bytes());
+        put(&self.compat_version.to_le_bytes());
+        put(&self.flags.to_le_bytes());
+        put(&self.ack_seq.to_le_bytes());
+        put(&self.front_crc.to_le_bytes());
+        put(&self.middle_crc.to_le_bytes());
+        put(&self.data_crc.to_le_bytes());
+        put(&self.header_crc.to_le_bytes());
         out
     }
 
@@ -427,7 +430,9 @@ impl Msg {
     /// Build from a user Message: sets seq, ack_seq, src; if `crc` sets MSG_FLAG_CRC and
     /// computes the 4 CRCs (Ceph crc32c seed 0) else all CRC fields 0.
     ///
-    /// Section lengths must fit in u32; callers enforce [`Limits`] on what they send.
+    /// Pass `crc = true` for the plain form and `false` for the protected forms (§6.1); the
+    /// deframer rejects anything else. Section lengths must fit in u32; callers enforce
+    /// [`Limits`] on what they send.
     pub fn from_message(msg: &Message, seq: u64, ack_seq: u64, src: EntityName, crc: bool) -> Msg {
         let len32 = |b: &Bytes| u32::try_from(b.len()).unwrap_or(u32::MAX);
         let mut header = MsgHeader2 {
@@ -578,34 +583,53 @@ impl fmt::Debug for AuthDone {
 
 /// One msgr2 frame, in any form.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[allow(missing_docs)] // each variant is documented on its struct
 pub enum Frame {
+    /// AUTH_METHODS (0x01).
     AuthMethods(AuthMethods),
+    /// AUTH_SET_METHOD (0x02).
     AuthSetMethod(AuthSetMethod),
+    /// AUTH_BAD_METHOD (0x03).
     AuthBadMethod(AuthBadMethod),
+    /// AUTH (0x04).
     Auth(Auth),
+    /// AUTH_DONE (0x05).
     AuthDone(AuthDone),
+    /// IDENT (0x10).
     Ident(Ident),
+    /// IDENT_MISSING_FEATURES (0x11).
     IdentMissingFeatures(IdentMissingFeatures),
+    /// IDENT_BAD_PROTOCOL (0x12).
     IdentBadProtocol(IdentBadProtocol),
+    /// RECONNECT (0x13).
     Reconnect(Reconnect),
+    /// RECONNECT_OK (0x14).
     ReconnectOk(ReconnectOk),
+    /// RECONNECT_RETRY_SESSION (0x15).
     ReconnectRetrySession(ReconnectRetrySession),
+    /// RECONNECT_RETRY_GLOBAL (0x16).
     ReconnectRetryGlobal(ReconnectRetryGlobal),
     /// RECONNECT_WAIT (0x17, S): empty.
     ReconnectWait,
     /// RECONNECT_RESET (0x18, S): empty.
     ReconnectReset,
+    /// START (0x19).
     Start(Start),
+    /// MSG (0x20).
     Msg(Msg),
+    /// ACK (0x21).
     Ack(Ack),
+    /// KEEPALIVE2 (0x22).
     Keepalive2(Keepalive2),
+    /// KEEPALIVE2_ACK (0x23).
     Keepalive2Ack(Keepalive2Ack),
+    /// CLOSE (0x24).
     Close(Close),
 }
 
-/// Largest encoded `entity_addr` (tagged form with an IPv6 sockaddr).
-const MAX_ADDR_LEN: usize = 3 + 4 + 12 + 28;
+/// Largest `entity_addr` the tagged-form reader of `types.rs` will wait for: marker, version,
+/// compat, le32 length, then at most 12 + 128 bytes (type, nonce, sockaddr blob of ≤ 128).
+/// Canonical addresses are shorter (≤ 47 bytes); non-canonical ones are refused once read.
+const MAX_ADDR_LEN: usize = 3 + 4 + 12 + 128;
 
 /// The largest plain frame of each non-MSG kind: a plain deframer never buffers more than
 /// this while waiting for such a frame (§3.1), so garbage cannot make it buffer forever.
@@ -664,11 +688,18 @@ impl Frame {
             Frame::AuthMethods(a) => 1 + 4 + 4 * a.methods.len(),
             Frame::Auth(a) => 1 + 4 + a.payload.len(),
             Frame::Close(c) => 1 + 8 + c.message.len(),
-            other => {
-                let mut v = Vec::new();
-                other.encode(&mut v);
-                v.len()
-            }
+            Frame::AuthSetMethod(_) | Frame::AuthBadMethod(_) | Frame::IdentBadProtocol(_) => 1 + 4,
+            Frame::AuthDone(_) => 1 + 8 + 32,
+            Frame::Ident(i) => 1 + i.addrs.to_vec().len() + 1 + 4 + 8 * 4,
+            Frame::IdentMissingFeatures(_)
+            | Frame::ReconnectRetrySession(_)
+            | Frame::ReconnectRetryGlobal(_)
+            | Frame::Ack(_)
+            | Frame::Keepalive2(_)
+            | Frame::Keepalive2Ack(_) => 1 + 8,
+            Frame::Reconnect(_) => 1 + 32,
+            Frame::ReconnectOk(_) | Frame::Start(_) => 1 + 16,
+            Frame::ReconnectWait | Frame::ReconnectReset => 1,
         }
     }
 

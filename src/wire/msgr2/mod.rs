@@ -14,7 +14,7 @@ mod deframer;
 mod frame;
 
 pub use banner::{Banner, BannerError};
-pub use deframer::{Decoded, Deframer, FrameError};
+pub use deframer::{Decoded, Deframer, FrameError, DEFAULT_READ_HINT};
 pub use frame::{
     Ack, Auth, AuthBadMethod, AuthDone, AuthMethods, AuthSetMethod, Close, CloseReason, Frame,
     Ident, IdentBadProtocol, IdentMissingFeatures, Keepalive2, Keepalive2Ack, Limits, Msg,
