@@ -569,7 +569,10 @@ mod tests {
             edit(&mut c);
             assert_eq!(c.validate().unwrap_err().to_string(), *msg);
         }
-        let c = Config { keepalive_interval: Duration::ZERO, ..Config::default() };
+        let c = Config {
+            keepalive_interval: Duration::ZERO,
+            ..Config::default()
+        };
         c.validate().unwrap();
     }
 
