@@ -205,15 +205,16 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(lower.len());
     let (num, suffix) = lower.split_at(end);
-    let mult: usize =
-        match suffix {
-            "" | "b" => 1,
-            "k" | "kb" | "kib" => 1 << 10,
-            "m" | "mb" | "mib" => 1 << 20,
-            _ => return Err(format!(
+    let mult: usize = match suffix {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        _ => {
+            return Err(format!(
                 "invalid size '{s}': expected a number with optional k/m suffix, e.g. 64, 4k, 1m"
-            )),
-        };
+            ))
+        }
+    };
     let n: usize = num.parse().map_err(|_| {
         format!("invalid size '{s}': expected a number with optional k/m suffix, e.g. 64, 4k, 1m")
     })?;

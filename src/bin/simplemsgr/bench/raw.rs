@@ -38,8 +38,8 @@ pub const MODE_ECHO: u8 = 2;
 const HELLO_LEN: usize = 12;
 /// Socket-side buffer of each reader and writer.
 const IO_BUF: usize = 256 << 10;
-/// Payloads at least this large skip the write buffer (one vectored write instead).
-const DIRECT_WRITE: usize = 64 << 10;
+/// Payloads at least this large skip the write buffer (one vectored write instead of a copy).
+const DIRECT_WRITE: usize = IO_BUF;
 /// Throughput mode records the latency of one message in this many.
 const SAMPLE_EVERY: u64 = 16;
 /// How often blocked client readers look at the stop conditions.
