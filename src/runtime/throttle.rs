@@ -42,6 +42,7 @@ struct State {
     total_wait: Duration,
     last_log: Option<Instant>,
     waits_at_last_log: u64,
+    reports: u64,
 }
 
 /// A point-in-time view of a [`Throttle`].
@@ -63,6 +64,8 @@ pub struct ThrottleStats {
     pub waits: u64,
     /// Total time spent waiting, over all acquisitions.
     pub total_wait: Duration,
+    /// "Limit reached" lines logged (at most one per log interval).
+    pub limit_reports: u64,
 }
 
 impl fmt::Display for ThrottleStats {
@@ -168,6 +171,7 @@ impl Throttle {
             waiting: st.queue.len(),
             waits: st.waits,
             total_wait: st.total_wait,
+            limit_reports: st.reports,
         }
     }
 
@@ -245,6 +249,7 @@ impl Throttle {
             );
             st.last_log = Some(now);
             st.waits_at_last_log = st.waits;
+            st.reports += 1;
         }
     }
 }
@@ -354,6 +359,20 @@ mod tests {
         let s = t.stats();
         assert_eq!((s.count, s.bytes, s.waiting), (0, 0, 0));
         assert!(peak.lock().0 >= 1);
+    }
+
+    #[test]
+    fn limit_is_logged_once_per_interval() {
+        let quiet = Throttle::new("q", 1, 0).with_log_interval(Duration::from_secs(3600));
+        let chatty = Throttle::new("c", 1, 0).with_log_interval(Duration::ZERO);
+        for t in [&quiet, &chatty] {
+            t.acquire(1, 0);
+            for _ in 0..5 {
+                assert!(!t.acquire_timeout(1, 0, Duration::from_millis(1)));
+            }
+        }
+        assert_eq!((quiet.stats().waits, quiet.stats().limit_reports), (5, 1));
+        assert_eq!((chatty.stats().waits, chatty.stats().limit_reports), (5, 5));
     }
 
     #[test]

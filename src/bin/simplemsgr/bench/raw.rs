@@ -19,13 +19,13 @@
 use std::collections::VecDeque;
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use simplemsgr::runtime::transport::{self, write_all_vectored, Transport};
-use simplemsgr::runtime::Config;
+use simplemsgr::runtime::{Config, ResourceLimits};
 
 use super::{BenchTarget, Histogram, Mode, Progress, RunResult, Workload, MAX_BENCH_SIZE};
 
@@ -113,6 +113,11 @@ impl Drop for RawServer {
 }
 
 fn accept_loop(listener: TcpListener, stop: &AtomicBool, cfg: &Config) {
+    // One thread per connection: cap them like the messenger would.
+    let cap = cfg
+        .max_connections
+        .unwrap_or_else(|| ResourceLimits::read(STACK).derived_cap);
+    let live = Arc::new(AtomicUsize::new(0));
     let mut failures = 0u32;
     for conn in listener.incoming() {
         if stop.load(Ordering::SeqCst) {
@@ -122,6 +127,14 @@ fn accept_loop(listener: TcpListener, stop: &AtomicBool, cfg: &Config) {
             Ok(s) => {
                 failures = 0;
                 let peer = s.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+                if live.load(Ordering::SeqCst) >= cap {
+                    log::warn!(
+                        "raw server: refusing {peer}: {cap} connections open (ms_max_connections)"
+                    );
+                    continue;
+                }
+                live.fetch_add(1, Ordering::SeqCst);
+                let live2 = Arc::clone(&live);
                 let cfg = cfg.clone();
                 let spawned = thread::Builder::new()
                     .name("raw-conn".into())
@@ -130,8 +143,10 @@ fn accept_loop(listener: TcpListener, stop: &AtomicBool, cfg: &Config) {
                         if let Err(e) = serve_conn(s, &cfg) {
                             log::debug!("raw server: connection from {peer}: {e}");
                         }
+                        live2.fetch_sub(1, Ordering::SeqCst);
                     });
                 if let Err(e) = spawned {
+                    live.fetch_sub(1, Ordering::SeqCst);
                     log::warn!("raw server: cannot start a connection thread: {e}");
                 }
             }
@@ -151,6 +166,7 @@ fn accept_loop(listener: TcpListener, stop: &AtomicBool, cfg: &Config) {
 fn serve_conn(stream: TcpStream, cfg: &Config) -> io::Result<()> {
     transport::configure_stream(&stream, cfg)?;
     let (rh, wh) = Transport::new(stream)?.split();
+    rh.set_read_timeout(Some(cfg.idle_timeout))?;
     let mut rd = BufReader::with_capacity(IO_BUF, rh);
     let mut wr = BufWriter::with_capacity(IO_BUF, wh);
     let mut hello = [0u8; HELLO_LEN];
