@@ -138,7 +138,7 @@ impl Progress {
         }
     }
 
-    /// Start tracking a run of `total` messages.
+    /// Start tracking a run of `total` messages (0 = the run reports no progress).
     pub fn begin(&self, label: &str, total: u64) {
         self.done.store(0, Ordering::Relaxed);
         self.total.store(total, Ordering::Relaxed);
@@ -178,14 +178,18 @@ impl Progress {
             return;
         }
         let done = self.done();
-        let total = self.total.load(Ordering::Relaxed).max(1);
-        let rate = done as f64 / elapsed.as_secs_f64();
-        let line = format!(
-            "{label}: {done}/{total} msgs ({:.0}%), {:.0} msgs/s, {:.1}s",
-            done as f64 * 100.0 / total as f64,
-            rate,
-            elapsed.as_secs_f64()
-        );
+        let total = self.total.load(Ordering::Relaxed);
+        let line = if total == 0 {
+            // The target reports no progress (latency runs): show that it is alive.
+            format!("{label}: running, {:.1}s", elapsed.as_secs_f64())
+        } else {
+            format!(
+                "{label}: {done}/{total} msgs ({:.0}%), {:.0} msgs/s, {:.1}s",
+                done as f64 * 100.0 / total as f64,
+                done as f64 / elapsed.as_secs_f64(),
+                elapsed.as_secs_f64()
+            )
+        };
         let mut err = std::io::stderr().lock();
         // Progress output is best effort.
         let _ = if err.is_terminal() {

@@ -214,7 +214,15 @@ fn run_all(
         for t in targets {
             let label = format!("{} {} {} x{}", t.name(), mode, fmt_size(w.size), w.conns);
             log::info!("running {label}");
-            progress.begin(&label, w.count);
+            // Only throughput runs report progress (BenchTarget::run_latency takes none).
+            progress.begin(
+                &label,
+                if *mode == Mode::Throughput {
+                    w.count
+                } else {
+                    0
+                },
+            );
             let r = match mode {
                 Mode::Throughput => t.run_throughput(w, progress),
                 Mode::Latency => t.run_latency(w),
