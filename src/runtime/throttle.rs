@@ -13,6 +13,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
@@ -159,6 +160,17 @@ impl Throttle {
         }
     }
 
+    /// [`Throttle::acquire`], returning a guard that releases on drop (e.g. held by a
+    /// received message until it has been dispatched).
+    pub fn acquire_guard(self: &Arc<Self>, count: u64, bytes: u64) -> ThrottleGuard {
+        self.acquire(count, bytes);
+        ThrottleGuard {
+            throttle: Arc::clone(self),
+            count,
+            bytes,
+        }
+    }
+
     /// Current holdings and wait statistics.
     pub fn stats(&self) -> ThrottleStats {
         let st = self.state.lock();
@@ -254,10 +266,44 @@ impl Throttle {
     }
 }
 
+/// Budget taken from a [`Throttle`], given back when dropped.
+#[derive(Debug)]
+#[must_use = "dropping the guard releases the budget at once"]
+pub struct ThrottleGuard {
+    throttle: Arc<Throttle>,
+    count: u64,
+    bytes: u64,
+}
+
+impl ThrottleGuard {
+    /// The bytes this guard holds.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+}
+
+impl Drop for ThrottleGuard {
+    fn drop(&mut self) {
+        self.throttle.release(self.count, self.bytes);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
+
+    #[test]
+    fn guard_releases_on_drop() {
+        let t = Arc::new(Throttle::new("g", 2, 0));
+        let a = t.acquire_guard(1, 10);
+        let b = t.acquire_guard(1, 20);
+        assert_eq!((t.stats().count, t.stats().bytes, a.bytes()), (2, 30, 10));
+        assert!(!t.try_acquire(1, 0));
+        drop(a);
+        assert_eq!(t.stats().bytes, 20);
+        drop(b);
+        assert_eq!((t.stats().count, t.stats().bytes), (0, 0));
+    }
 
     #[test]
     fn limits_and_unlimited() {
