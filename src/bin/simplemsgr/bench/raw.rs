@@ -739,4 +739,30 @@ mod tests {
         .unwrap();
         assert_eq!(h.count(), 3);
     }
+
+    #[test]
+    fn server_caps_connections() {
+        let cfg = Config {
+            max_connections: Some(1),
+            ..Config::default()
+        };
+        let server = RawServer::bind("127.0.0.1:0".parse().unwrap(), &cfg).unwrap();
+        let first = RawTcp::remote(server.addr(), &cfg);
+        let mut held = first.connect(MODE_ECHO, 1).unwrap();
+        // The acceptor takes connections in order, so the second one is over the cap.
+        let mut s = TcpStream::connect(server.addr()).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        // Writes may fail once the server has closed the socket; the read decides.
+        let _ = s.write_all(&hello(MODE_ECHO, 1));
+        let _ = s.write_all(&[1, 0, 0, 0, 9]);
+        assert!(
+            matches!(s.read(&mut [0u8; 5]), Ok(0) | Err(_)),
+            "a second connection was served despite ms_max_connections=1"
+        );
+        // The held connection still works.
+        held.write_all(&[1, 0, 0, 0, 9]).unwrap();
+        let mut back = [0u8; 5];
+        held.read_exact(&mut back).unwrap();
+        assert_eq!(back, [1, 0, 0, 0, 9]);
+    }
 }
