@@ -37,7 +37,7 @@ pub use dispatch::{ChannelDispatcher, Dispatcher, Event, FnDispatcher};
 pub use fault::{FaultInjector, SeededRng};
 pub use limits::ResourceLimits;
 pub use stats::{Stats, StatsSnapshot};
-pub use throttle::Throttle;
+pub use throttle::{Throttle, ThrottleGuard};
 
 pub use conn::ConnectionRef;
 pub use messenger::{Messenger, MessengerBuilder};

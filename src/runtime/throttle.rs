@@ -13,6 +13,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
@@ -42,6 +43,7 @@ struct State {
     total_wait: Duration,
     last_log: Option<Instant>,
     waits_at_last_log: u64,
+    reports: u64,
 }
 
 /// A point-in-time view of a [`Throttle`].
@@ -63,6 +65,8 @@ pub struct ThrottleStats {
     pub waits: u64,
     /// Total time spent waiting, over all acquisitions.
     pub total_wait: Duration,
+    /// "Limit reached" lines logged (at most one per log interval).
+    pub limit_reports: u64,
 }
 
 impl fmt::Display for ThrottleStats {
@@ -156,6 +160,17 @@ impl Throttle {
         }
     }
 
+    /// [`Throttle::acquire`], returning a guard that releases on drop (e.g. held by a
+    /// received message until it has been dispatched).
+    pub fn acquire_guard(self: &Arc<Self>, count: u64, bytes: u64) -> ThrottleGuard {
+        self.acquire(count, bytes);
+        ThrottleGuard {
+            throttle: Arc::clone(self),
+            count,
+            bytes,
+        }
+    }
+
     /// Current holdings and wait statistics.
     pub fn stats(&self) -> ThrottleStats {
         let st = self.state.lock();
@@ -168,6 +183,7 @@ impl Throttle {
             waiting: st.queue.len(),
             waits: st.waits,
             total_wait: st.total_wait,
+            limit_reports: st.reports,
         }
     }
 
@@ -245,14 +261,49 @@ impl Throttle {
             );
             st.last_log = Some(now);
             st.waits_at_last_log = st.waits;
+            st.reports += 1;
         }
+    }
+}
+
+/// Budget taken from a [`Throttle`], given back when dropped.
+#[derive(Debug)]
+#[must_use = "dropping the guard releases the budget at once"]
+pub struct ThrottleGuard {
+    throttle: Arc<Throttle>,
+    count: u64,
+    bytes: u64,
+}
+
+impl ThrottleGuard {
+    /// The bytes this guard holds.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+}
+
+impl Drop for ThrottleGuard {
+    fn drop(&mut self) {
+        self.throttle.release(self.count, self.bytes);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
+
+    #[test]
+    fn guard_releases_on_drop() {
+        let t = Arc::new(Throttle::new("g", 2, 0));
+        let a = t.acquire_guard(1, 10);
+        let b = t.acquire_guard(1, 20);
+        assert_eq!((t.stats().count, t.stats().bytes, a.bytes()), (2, 30, 10));
+        assert!(!t.try_acquire(1, 0));
+        drop(a);
+        assert_eq!(t.stats().bytes, 20);
+        drop(b);
+        assert_eq!((t.stats().count, t.stats().bytes), (0, 0));
+    }
 
     #[test]
     fn limits_and_unlimited() {
@@ -354,6 +405,20 @@ mod tests {
         let s = t.stats();
         assert_eq!((s.count, s.bytes, s.waiting), (0, 0, 0));
         assert!(peak.lock().0 >= 1);
+    }
+
+    #[test]
+    fn limit_is_logged_once_per_interval() {
+        let quiet = Throttle::new("q", 1, 0).with_log_interval(Duration::from_secs(3600));
+        let chatty = Throttle::new("c", 1, 0).with_log_interval(Duration::ZERO);
+        for t in [&quiet, &chatty] {
+            t.acquire(1, 0);
+            for _ in 0..5 {
+                assert!(!t.acquire_timeout(1, 0, Duration::from_millis(1)));
+            }
+        }
+        assert_eq!((quiet.stats().waits, quiet.stats().limit_reports), (5, 1));
+        assert_eq!((chatty.stats().waits, chatty.stats().limit_reports), (5, 5));
     }
 
     #[test]
