@@ -15,6 +15,7 @@
 
 pub mod message;
 pub mod types;
+pub mod v1;
 
 use std::fmt;
 
