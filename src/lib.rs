@@ -20,4 +20,5 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod proto;
 pub mod wire;

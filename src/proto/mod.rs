@@ -1,0 +1,3 @@
+//! Per-connection protocol state machines (sans-IO).
+
+pub mod v1;
