@@ -20,5 +20,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod mon;
 pub mod proto;
+pub mod runtime;
 pub mod wire;

@@ -378,6 +378,12 @@ impl V1Connection {
         self.existing = existing;
     }
 
+    /// Change the name put in `header.src` of messages sent from now on (a client learns
+    /// its number from the monitor's MAuthReply).
+    pub fn set_my_name(&mut self, name: EntityName) {
+        self.cfg.my_name = name;
+    }
+
     /// Our role.
     pub fn role(&self) -> Role {
         self.role
