@@ -143,8 +143,11 @@ impl FromStr for Fsid {
     /// `8490f083-1970-49e4-bd70-10e26d638221` (dashes optional).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let hex: String = s.trim().chars().filter(|c| *c != '-').collect();
-        let bytes = crate::wire::from_hex(&hex).ok_or(DecodeError::Invalid { what: "fsid text" })?;
-        let arr: [u8; 16] = bytes.try_into().map_err(|_| DecodeError::Invalid { what: "fsid length" })?;
+        let bytes =
+            crate::wire::from_hex(&hex).ok_or(DecodeError::Invalid { what: "fsid text" })?;
+        let arr: [u8; 16] = bytes.try_into().map_err(|_| DecodeError::Invalid {
+            what: "fsid length",
+        })?;
         Ok(Fsid(arr))
     }
 }
@@ -162,7 +165,11 @@ pub struct PaxosHeader {
 
 impl Default for PaxosHeader {
     fn default() -> Self {
-        PaxosHeader { version: 0, session_mon: -1, session_mon_tid: 0 }
+        PaxosHeader {
+            version: 0,
+            session_mon: -1,
+            session_mon_tid: 0,
+        }
     }
 }
 
@@ -195,13 +202,18 @@ impl FromStr for AuthName {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (ty, id) = s.split_once('.').ok_or_else(|| format!("invalid entity name {s:?}: expected TYPE.ID"))?;
+        let (ty, id) = s
+            .split_once('.')
+            .ok_or_else(|| format!("invalid entity name {s:?}: expected TYPE.ID"))?;
         let ty = crate::wire::types::EntityType::from_name(ty)
             .ok_or_else(|| format!("invalid entity name {s:?}: unknown type {ty:?}"))?;
         if id.is_empty() {
             return Err(format!("invalid entity name {s:?}: empty id"));
         }
-        Ok(AuthName { ty: ty.0.into(), id: id.to_string() })
+        Ok(AuthName {
+            ty: ty.0.into(),
+            id: id.to_string(),
+        })
     }
 }
 
@@ -251,7 +263,12 @@ impl AuthInitialRequest {
         let id = read_string(&mut r, "auth_payload.entity_id")?;
         let global_id = r.le64("auth_payload.global_id")?;
         r.expect_end("auth_payload")?;
-        Ok(AuthInitialRequest { struct_v, supported, name: AuthName { ty, id }, global_id })
+        Ok(AuthInitialRequest {
+            struct_v,
+            supported,
+            name: AuthName { ty, id },
+            global_id,
+        })
     }
 }
 
@@ -272,9 +289,19 @@ impl MAuth {
     /// The first request of `auth none` for `name`.
     pub fn auth_none(name: AuthName) -> MAuth {
         let mut payload = Vec::new();
-        AuthInitialRequest { struct_v: 1, supported: vec![auth_protocol::NONE], name, global_id: 0 }
-            .encode(&mut payload);
-        MAuth { paxos: PaxosHeader::default(), protocol: auth_protocol::UNKNOWN, auth_payload: payload, monmap_epoch: 0 }
+        AuthInitialRequest {
+            struct_v: 1,
+            supported: vec![auth_protocol::NONE],
+            name,
+            global_id: 0,
+        }
+        .encode(&mut payload);
+        MAuth {
+            paxos: PaxosHeader::default(),
+            protocol: auth_protocol::UNKNOWN,
+            auth_payload: payload,
+            monmap_epoch: 0,
+        }
     }
 }
 
@@ -295,9 +322,18 @@ impl MonMessage for MAuth {
         let protocol = r.le32("MAuth.protocol")?;
         let auth_payload = r.len_prefixed(MAX_BLOB_LEN, "MAuth.auth_payload")?.to_vec();
         // Older clients may omit the epoch.
-        let monmap_epoch = if r.is_empty() { 0 } else { r.le32("MAuth.monmap_epoch")? };
+        let monmap_epoch = if r.is_empty() {
+            0
+        } else {
+            r.le32("MAuth.monmap_epoch")?
+        };
         r.expect_end("MAuth")?;
-        Ok(MAuth { paxos, protocol, auth_payload, monmap_epoch })
+        Ok(MAuth {
+            paxos,
+            protocol,
+            auth_payload,
+            monmap_epoch,
+        })
     }
 }
 
@@ -333,10 +369,18 @@ impl MonMessage for MAuthReply {
         let protocol = r.le32("MAuthReply.protocol")?;
         let result = r.le32("MAuthReply.result")? as i32;
         let global_id = r.le64("MAuthReply.global_id")?;
-        let result_bl = r.len_prefixed(MAX_BLOB_LEN, "MAuthReply.result_bl")?.to_vec();
+        let result_bl = r
+            .len_prefixed(MAX_BLOB_LEN, "MAuthReply.result_bl")?
+            .to_vec();
         let result_msg = read_string(&mut r, "MAuthReply.result_msg")?;
         r.expect_end("MAuthReply")?;
-        Ok(MAuthReply { protocol, result, global_id, result_bl, result_msg })
+        Ok(MAuthReply {
+            protocol,
+            result,
+            global_id,
+            result_bl,
+            result_msg,
+        })
     }
 }
 
@@ -389,17 +433,25 @@ impl MMonMap {
         } else {
             let (v, compat) = (head[0], head[1]);
             if compat > MONMAP_MAX_COMPAT || compat > v {
-                return Err(DecodeError::Invalid { what: "monmap compat version" });
+                return Err(DecodeError::Invalid {
+                    what: "monmap compat version",
+                });
             }
             let len = r.le32("monmap length")?;
             if len as usize > r.remaining() {
-                return Err(DecodeError::Invalid { what: "monmap length (beyond the bufferlist)" });
+                return Err(DecodeError::Invalid {
+                    what: "monmap length (beyond the bufferlist)",
+                });
             }
             v
         };
         let fsid = Fsid(r.array::<16>("monmap fsid")?);
         let epoch = r.le32("monmap epoch")?;
-        Ok(MonMapSummary { struct_v, fsid, epoch })
+        Ok(MonMapSummary {
+            struct_v,
+            fsid,
+            epoch,
+        })
     }
 }
 
@@ -483,7 +535,13 @@ impl MonMessage for MMonCommandAck {
         let rs = read_string(&mut r, "MMonCommandAck.rs")?;
         let cmd = read_strings(&mut r, "MMonCommandAck.cmd")?;
         r.expect_end("MMonCommandAck")?;
-        Ok(MMonCommandAck { paxos, r: rv, rs, cmd, output: m.data.to_vec() })
+        Ok(MMonCommandAck {
+            paxos,
+            r: rv,
+            rs,
+            cmd,
+            output: m.data.to_vec(),
+        })
     }
 
     fn to_message(&self) -> Message {
@@ -548,9 +606,17 @@ impl MonMessage for MMonGetVersionReply {
         let handle = r.le64("MMonGetVersionReply.handle")?;
         let version = r.le64("MMonGetVersionReply.version")?;
         // Version 1 of the message has no oldest_version.
-        let oldest_version = if r.is_empty() { 0 } else { r.le64("MMonGetVersionReply.oldest_version")? };
+        let oldest_version = if r.is_empty() {
+            0
+        } else {
+            r.le64("MMonGetVersionReply.oldest_version")?
+        };
         r.expect_end("MMonGetVersionReply")?;
-        Ok(MMonGetVersionReply { handle, version, oldest_version })
+        Ok(MMonGetVersionReply {
+            handle,
+            version,
+            oldest_version,
+        })
     }
 }
 
@@ -597,9 +663,17 @@ impl MonMessage for MMonSubscribe {
             let name = read_string(&mut r, "MMonSubscribe.what")?;
             let start = r.le64("MMonSubscribe.start")?;
             let flags = r.u8("MMonSubscribe.flags")?;
-            what.push(Subscription { what: name, start, flags });
+            what.push(Subscription {
+                what: name,
+                start,
+                flags,
+            });
         }
-        let hostname = if r.is_empty() { String::new() } else { read_string(&mut r, "MMonSubscribe.hostname")? };
+        let hostname = if r.is_empty() {
+            String::new()
+        } else {
+            read_string(&mut r, "MMonSubscribe.hostname")?
+        };
         r.expect_end("MMonSubscribe")?;
         Ok(MMonSubscribe { what, hostname })
     }
@@ -625,10 +699,19 @@ mod tests {
 
     #[test]
     fn auth_reply_round_trip() {
-        let r = MAuthReply { protocol: 1, result: -95, global_id: 4100, result_bl: vec![], result_msg: "x".into() };
+        let r = MAuthReply {
+            protocol: 1,
+            result: -95,
+            global_id: 4100,
+            result_bl: vec![],
+            result_msg: "x".into(),
+        };
         let m = r.to_message();
         assert_eq!(MAuthReply::decode(&m).unwrap(), r);
-        assert!(MAuthReply::decode(&MAuth::auth_none("client.a".parse().unwrap()).to_message()).is_err());
+        assert!(
+            MAuthReply::decode(&MAuth::auth_none("client.a".parse().unwrap()).to_message())
+                .is_err()
+        );
     }
 
     #[test]
@@ -689,22 +772,40 @@ mod tests {
         front.extend_from_slice(&[0; 16]);
         front.put_le32(MAX_CMD_ARGS + 1);
         let m = Message::new(msg_type::MON_COMMAND, front);
-        assert!(matches!(MMonCommand::decode(&m), Err(DecodeError::TooLarge { .. })));
+        assert!(matches!(
+            MMonCommand::decode(&m),
+            Err(DecodeError::TooLarge { .. })
+        ));
     }
 
     #[test]
     fn get_version_and_subscribe_round_trip() {
-        let g = MMonGetVersion { handle: 3, what: "osdmap".into() };
+        let g = MMonGetVersion {
+            handle: 3,
+            what: "osdmap".into(),
+        };
         assert_eq!(g.to_message().front.len(), 18);
         assert_eq!(MMonGetVersion::decode(&g.to_message()).unwrap(), g);
-        let r = MMonGetVersionReply { handle: 3, version: 5, oldest_version: 1 };
+        let r = MMonGetVersionReply {
+            handle: 3,
+            version: 5,
+            oldest_version: 1,
+        };
         let m = r.to_message();
         assert_eq!((m.version, m.front.len()), (2, 24));
         assert_eq!(MMonGetVersionReply::decode(&m).unwrap(), r);
         let s = MMonSubscribe {
             what: vec![
-                Subscription { what: "config".into(), start: 0, flags: 0 },
-                Subscription { what: "monmap".into(), start: 0, flags: 0 },
+                Subscription {
+                    what: "config".into(),
+                    start: 0,
+                    flags: 0,
+                },
+                Subscription {
+                    what: "monmap".into(),
+                    start: 0,
+                    flags: 0,
+                },
             ],
             hostname: "vm".into(),
         };

@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 use log::debug;
 
 use crate::mon::{
-    auth_protocol, AuthName, Fsid, MAuth, MAuthReply, MMonCommand, MMonCommandAck, MMonGetMap, MMonGetVersion,
-    MMonGetVersionReply, MMonMap, MonMessage, PaxosHeader,
+    auth_protocol, AuthName, Fsid, MAuth, MAuthReply, MMonCommand, MMonCommandAck, MMonGetMap,
+    MMonGetVersion, MMonGetVersionReply, MMonMap, MonMessage, PaxosHeader,
 };
 use crate::proto::v1::{CloseReason, V1Config, V1Connection, V1Error, V1Event, V1Session};
 use crate::wire::message::Message;
@@ -86,25 +86,43 @@ impl fmt::Display for MonError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             MonError::InvalidName(s) => f.write_str(s),
-            MonError::Connect { addr, err } => write!(f, "cannot connect to monitor at v1:{addr}: {err}"),
+            MonError::Connect { addr, err } => {
+                write!(f, "cannot connect to monitor at v1:{addr}: {err}")
+            }
             MonError::Io { what, err } => write!(f, "socket error while {what}: {err}"),
             MonError::Timeout { what, after } => {
-                write!(f, "timed out after {:.1} s waiting for {what}", after.as_secs_f64())
+                write!(
+                    f,
+                    "timed out after {:.1} s waiting for {what}",
+                    after.as_secs_f64()
+                )
             }
             MonError::FeaturesRequired { missing } => {
-                write!(f, "monitor requires features 0x{missing:x} that this client does not offer")
+                write!(
+                    f,
+                    "monitor requires features 0x{missing:x} that this client does not offer"
+                )
             }
             MonError::ProtocolVersion { ours, theirs } => {
-                write!(f, "monitor refused protocol version {ours} (BADPROTOVER); it speaks {theirs}")
+                write!(
+                    f,
+                    "monitor refused protocol version {ours} (BADPROTOVER); it speaks {theirs}"
+                )
             }
             MonError::AuthRefused { result, message } => {
-                write!(f, "monitor refused auth none (result {result}): {}", errno_text(*result, message))
+                write!(
+                    f,
+                    "monitor refused auth none (result {result}): {}",
+                    errno_text(*result, message)
+                )
             }
             MonError::Connection(reason) => match &reason.error {
                 Some(e) => write!(f, "monitor connection failed: {e}"),
                 None => write!(f, "monitor connection closed ({:?})", reason.initiator),
             },
-            MonError::Decode { what, err } => write!(f, "cannot decode {what} from the monitor: {err}"),
+            MonError::Decode { what, err } => {
+                write!(f, "cannot decode {what} from the monitor: {err}")
+            }
         }
     }
 }
@@ -114,7 +132,8 @@ fn errno_text(result: i32, message: &str) -> String {
         return message.to_string();
     }
     match -result {
-        95 => "operation not supported (no common auth protocol; does the cluster require cephx?)".into(),
+        95 => "operation not supported (no common auth protocol; does the cluster require cephx?)"
+            .into(),
         13 => "permission denied".into(),
         1 => "operation not permitted".into(),
         _ => io::Error::from_raw_os_error(-result).to_string(),
@@ -126,8 +145,12 @@ impl std::error::Error for MonError {}
 impl From<CloseReason> for MonError {
     fn from(reason: CloseReason) -> Self {
         match reason.error {
-            Some(V1Error::MissingFeatures { missing, .. }) => MonError::FeaturesRequired { missing },
-            Some(V1Error::BadProtocolVersion { ours, theirs }) => MonError::ProtocolVersion { ours, theirs },
+            Some(V1Error::MissingFeatures { missing, .. }) => {
+                MonError::FeaturesRequired { missing }
+            }
+            Some(V1Error::BadProtocolVersion { ours, theirs }) => {
+                MonError::ProtocolVersion { ours, theirs }
+            }
             _ => MonError::Connection(reason),
         }
     }
@@ -147,7 +170,11 @@ const READ_CHUNK: usize = 64 * 1024;
 impl V1Stream {
     /// Wrap a connected socket and a fresh machine (of either role).
     pub fn new(stream: TcpStream, conn: V1Connection) -> Self {
-        V1Stream { stream, conn, closed: None }
+        V1Stream {
+            stream,
+            conn,
+            closed: None,
+        }
     }
 
     /// The machine, e.g. to queue messages or keepalives.
@@ -157,7 +184,10 @@ impl V1Stream {
 
     /// Write bytes to the socket as-is, bypassing the machine (fault injection in tests).
     pub fn write_raw(&mut self, bytes: &[u8]) -> Result<(), MonError> {
-        self.stream.write_all(bytes).map_err(|err| MonError::Io { what: "writing", err })
+        self.stream.write_all(bytes).map_err(|err| MonError::Io {
+            what: "writing",
+            err,
+        })
     }
 
     /// Send everything the machine has queued.
@@ -168,7 +198,10 @@ impl V1Stream {
                 // A peer that already closed: report what the machine knows once it reads EOF.
                 debug!("monc: write failed: {err}");
                 if self.closed.is_none() {
-                    return Err(MonError::Io { what: "writing", err });
+                    return Err(MonError::Io {
+                        what: "writing",
+                        err,
+                    });
                 }
             }
         }
@@ -177,7 +210,11 @@ impl V1Stream {
 
     /// The next event, reading from the socket as needed until `deadline`.
     /// A [`V1Event::Closed`] is returned once; later calls fail with the same reason.
-    pub fn next_event(&mut self, deadline: Instant, what: &'static str) -> Result<V1Event, MonError> {
+    pub fn next_event(
+        &mut self,
+        deadline: Instant,
+        what: &'static str,
+    ) -> Result<V1Event, MonError> {
         let started = Instant::now();
         let mut buf = vec![0u8; READ_CHUNK];
         loop {
@@ -194,7 +231,10 @@ impl V1Stream {
             self.flush()?;
             let now = Instant::now();
             if now >= deadline {
-                return Err(MonError::Timeout { what, after: now - started });
+                return Err(MonError::Timeout {
+                    what,
+                    after: now - started,
+                });
             }
             let mut wait = deadline - now;
             if let Some(t) = self.conn.poll_timeout() {
@@ -206,19 +246,39 @@ impl V1Stream {
             }
             // A zero read timeout means "block forever" to std: keep it positive.
             let wait = wait.max(Duration::from_millis(1));
-            self.stream.set_read_timeout(Some(wait)).map_err(|err| MonError::Io { what: "setting a timeout", err })?;
+            self.stream
+                .set_read_timeout(Some(wait))
+                .map_err(|err| MonError::Io {
+                    what: "setting a timeout",
+                    err,
+                })?;
             match self.stream.read(&mut buf) {
                 Ok(0) => self.conn.handle_eof(),
                 Ok(n) => self.conn.handle_input(&buf[..n], Instant::now()),
-                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
                     self.conn.handle_timeout(Instant::now())
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if matches!(e.kind(), io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted) => {
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted
+                    ) =>
+                {
                     debug!("monc: {e}");
                     self.conn.handle_eof();
                 }
-                Err(err) => return Err(MonError::Io { what: "reading", err }),
+                Err(err) => {
+                    return Err(MonError::Io {
+                        what: "reading",
+                        err,
+                    })
+                }
             }
         }
     }
@@ -282,17 +342,25 @@ impl MonClient {
     /// Connect to the monitor at `addr` (its v1 address) as `name` (`client.admin`),
     /// authenticate with `auth none` and learn the fsid, all within `timeout`.
     pub fn connect(addr: SocketAddr, name: &str, timeout: Duration) -> Result<MonClient, MonError> {
-        MonClient::connect_with(addr, &MonClientOptions { name: name.into(), timeout, ..Default::default() })
+        MonClient::connect_with(
+            addr,
+            &MonClientOptions {
+                name: name.into(),
+                timeout,
+                ..Default::default()
+            },
+        )
     }
 
     /// [`connect`](Self::connect) with every option.
     pub fn connect_with(addr: SocketAddr, opts: &MonClientOptions) -> Result<MonClient, MonError> {
         let auth_name: AuthName = opts.name.parse().map_err(MonError::InvalidName)?;
         let deadline = Instant::now() + opts.timeout;
-        let stream =
-            TcpStream::connect_timeout(&addr, opts.timeout).map_err(|err| MonError::Connect { addr, err })?;
+        let stream = TcpStream::connect_timeout(&addr, opts.timeout)
+            .map_err(|err| MonError::Connect { addr, err })?;
         let _ = stream.set_nodelay(true);
-        let mut cfg = V1Config::mon_client(EntityName::new(EntityType(auth_name.ty as u8), u64::MAX));
+        let mut cfg =
+            V1Config::mon_client(EntityName::new(EntityType(auth_name.ty as u8), u64::MAX));
         cfg.features = opts.features;
         cfg.protocol_version = opts.protocol_version;
         cfg.handshake_timeout = opts.timeout;
@@ -310,7 +378,10 @@ impl MonClient {
         };
         // Handshake, then MAuthReply.
         let reply: MAuthReply = loop {
-            match client.io.next_event(deadline, "the monitor's handshake and MAuthReply")? {
+            match client
+                .io
+                .next_event(deadline, "the monitor's handshake and MAuthReply")?
+            {
                 V1Event::Connected { features, .. } => client.features = features,
                 V1Event::Message(m) if m.ty == MAuthReply::TYPE => break decode(&m, "MAuthReply")?,
                 V1Event::Message(m) => client.stray.push_back(m),
@@ -320,18 +391,31 @@ impl MonClient {
         };
         if reply.result != 0 || reply.protocol != auth_protocol::NONE {
             let result = if reply.result == 0 { -95 } else { reply.result };
-            return Err(MonError::AuthRefused { result, message: reply.result_msg });
+            return Err(MonError::AuthRefused {
+                result,
+                message: reply.result_msg,
+            });
         }
         client.global_id = reply.global_id;
-        client.io.connection().set_my_name(EntityName::new(EntityType(auth_name.ty as u8), reply.global_id));
+        client.io.connection().set_my_name(EntityName::new(
+            EntityType(auth_name.ty as u8),
+            reply.global_id,
+        ));
         // The monitor pushes its map after auth (we sent epoch 0); ask as well, in case.
         client.io.connection().send(MMonGetMap.to_message());
-        let map = client.wait_message(deadline, "the monitor's MonMap", |m| m.ty == MMonMap::TYPE)?;
+        let map =
+            client.wait_message(deadline, "the monitor's MonMap", |m| m.ty == MMonMap::TYPE)?;
         let summary = decode::<MMonMap>(&map, "MMonMap")?
             .summary()
-            .map_err(|err| MonError::Decode { what: "the MonMap in MMonMap", err })?;
+            .map_err(|err| MonError::Decode {
+                what: "the MonMap in MMonMap",
+                err,
+            })?;
         client.fsid = summary.fsid;
-        debug!("monc: connected to {addr}, fsid {}, global_id {}", client.fsid, client.global_id);
+        debug!(
+            "monc: connected to {addr}, fsid {}, global_id {}",
+            client.fsid, client.global_id
+        );
         Ok(client)
     }
 
@@ -354,23 +438,38 @@ impl MonClient {
     /// A negative `r` is returned in the reply, not as an error.
     pub fn command(&mut self, cmd_json: &str) -> Result<CommandReply, MonError> {
         let tid = self.take_tid();
-        let cmd = MMonCommand { paxos: PaxosHeader::default(), fsid: self.fsid, cmd: vec![cmd_json.to_string()] };
+        let cmd = MMonCommand {
+            paxos: PaxosHeader::default(),
+            fsid: self.fsid,
+            cmd: vec![cmd_json.to_string()],
+        };
         self.io.connection().send(cmd.to_message().with_tid(tid));
         let deadline = Instant::now() + self.timeout;
         let m = self.wait_message(deadline, "the monitor's MMonCommandAck", |m| {
             m.ty == MMonCommandAck::TYPE && m.tid == tid
         })?;
         let ack: MMonCommandAck = decode(&m, "MMonCommandAck")?;
-        Ok(CommandReply { r: ack.r, rs: ack.rs, output: ack.output })
+        Ok(CommandReply {
+            r: ack.r,
+            rs: ack.rs,
+            output: ack.output,
+        })
     }
 
     /// The newest and oldest versions of a map (`osdmap`, `monmap`, `mdsmap`).
     pub fn get_version(&mut self, what: &str) -> Result<(u64, u64), MonError> {
         let handle = self.take_tid();
-        self.io.connection().send(MMonGetVersion { handle, what: what.to_string() }.to_message());
+        self.io.connection().send(
+            MMonGetVersion {
+                handle,
+                what: what.to_string(),
+            }
+            .to_message(),
+        );
         let deadline = Instant::now() + self.timeout;
         let m = self.wait_message(deadline, "the monitor's MMonGetVersionReply", |m| {
-            m.ty == MMonGetVersionReply::TYPE && MMonGetVersionReply::decode(m).is_ok_and(|r| r.handle == handle)
+            m.ty == MMonGetVersionReply::TYPE
+                && MMonGetVersionReply::decode(m).is_ok_and(|r| r.handle == handle)
         })?;
         let r: MMonGetVersionReply = decode(&m, "MMonGetVersionReply")?;
         Ok((r.version, r.oldest_version))
@@ -382,7 +481,10 @@ impl MonClient {
         self.io.connection().send_keepalive(start);
         let deadline = start + self.timeout;
         loop {
-            match self.io.next_event(deadline, "the monitor's KEEPALIVE2_ACK")? {
+            match self
+                .io
+                .next_event(deadline, "the monitor's KEEPALIVE2_ACK")?
+            {
                 V1Event::KeepaliveAck { .. } => return Ok(start.elapsed()),
                 V1Event::Message(m) => self.absorb(m),
                 V1Event::Closed(reason) => return Err(reason.into()),

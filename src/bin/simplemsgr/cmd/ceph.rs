@@ -40,7 +40,12 @@ pub struct CephArgs {
     pub timeout: f64,
     /// The command: words such as `status` or `mon dump` (`key=value` words become
     /// arguments), or one JSON object string.
-    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "WORDS")]
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "WORDS"
+    )]
     pub words: Vec<String>,
 }
 
@@ -56,7 +61,9 @@ pub fn parse_mon_addr(s: &str) -> Result<SocketAddr, String> {
     }
     let rest = s.strip_prefix("v1:").unwrap_or(s);
     let rest = rest.split('/').next().unwrap_or(rest);
-    rest.parse().map_err(|_| format!("invalid monitor address {s:?}: expected v1:IP:PORT, e.g. v1:127.0.0.1:6789"))
+    rest.parse().map_err(|_| {
+        format!("invalid monitor address {s:?}: expected v1:IP:PORT, e.g. v1:127.0.0.1:6789")
+    })
 }
 
 /// Turn command words into Ceph's command JSON.
@@ -82,9 +89,15 @@ pub fn command_json(words: &[String], format: Format) -> Result<String, String> 
         fields.insert(0, ("prefix".into(), prefix.join(" ")));
     }
     if let Some(obj) = object {
-        let body = obj.strip_suffix('}').ok_or_else(|| format!("command {obj:?} is not a JSON object"))?;
+        let body = obj
+            .strip_suffix('}')
+            .ok_or_else(|| format!("command {obj:?} is not a JSON object"))?;
         if format == Format::Json && !obj.contains("\"format\"") {
-            let sep = if body.trim_end().ends_with('{') { "" } else { "," };
+            let sep = if body.trim_end().ends_with('{') {
+                ""
+            } else {
+                ","
+            };
             return Ok(format!("{body}{sep}\"format\":\"json\"}}"));
         }
         return Ok(obj);
@@ -92,7 +105,10 @@ pub fn command_json(words: &[String], format: Format) -> Result<String, String> 
     if format == Format::Json && !fields.iter().any(|(k, _)| k == "format") {
         fields.push(("format".into(), "json".into()));
     }
-    let parts: Vec<String> = fields.iter().map(|(k, v)| format!("{}:{}", json_str(k), json_str(v))).collect();
+    let parts: Vec<String> = fields
+        .iter()
+        .map(|(k, v)| format!("{}:{}", json_str(k), json_str(v)))
+        .collect();
     Ok(format!("{{{}}}", parts.join(",")))
 }
 
@@ -144,7 +160,11 @@ pub fn run(args: &CephArgs) -> ExitCode {
     }
     let _ = stdout.flush();
     if reply.r < 0 {
-        let text = if reply.rs.is_empty() { std::io::Error::from_raw_os_error(-reply.r).to_string() } else { reply.rs };
+        let text = if reply.rs.is_empty() {
+            std::io::Error::from_raw_os_error(-reply.r).to_string()
+        } else {
+            reply.rs
+        };
         eprintln!("Error {}: {}", reply.r, text);
         return ExitCode::from(u8::try_from(-reply.r).unwrap_or(1).max(1));
     }
@@ -173,7 +193,10 @@ mod tests {
 
     #[test]
     fn words_become_command_json() {
-        assert_eq!(command_json(&w(&["status"]), Format::Plain).unwrap(), r#"{"prefix":"status"}"#);
+        assert_eq!(
+            command_json(&w(&["status"]), Format::Plain).unwrap(),
+            r#"{"prefix":"status"}"#
+        );
         assert_eq!(
             command_json(&w(&["mon", "dump"]), Format::Json).unwrap(),
             r#"{"prefix":"mon dump","format":"json"}"#
@@ -182,16 +205,27 @@ mod tests {
             command_json(&w(&["config", "get", "who=mon.a", "key=x"]), Format::Plain).unwrap(),
             r#"{"prefix":"config get","who":"mon.a","key":"x"}"#
         );
-        assert_eq!(command_json(&w(&[r#"{"prefix":"fsid"}"#]), Format::Json).unwrap(), r#"{"prefix":"fsid","format":"json"}"#);
+        assert_eq!(
+            command_json(&w(&[r#"{"prefix":"fsid"}"#]), Format::Json).unwrap(),
+            r#"{"prefix":"fsid","format":"json"}"#
+        );
         assert!(command_json(&w(&["a=b"]), Format::Plain).is_err());
         assert!(command_json(&w(&["x=1", "status"]), Format::Plain).is_err());
     }
 
     #[test]
     fn addresses() {
-        assert_eq!(parse_mon_addr("v1:127.0.0.1:6789").unwrap(), "127.0.0.1:6789".parse().unwrap());
-        assert_eq!(parse_mon_addr("127.0.0.1:1/0").unwrap(), "127.0.0.1:1".parse().unwrap());
-        assert!(parse_mon_addr("v2:127.0.0.1:3300").unwrap_err().contains("msgr2"));
+        assert_eq!(
+            parse_mon_addr("v1:127.0.0.1:6789").unwrap(),
+            "127.0.0.1:6789".parse().unwrap()
+        );
+        assert_eq!(
+            parse_mon_addr("127.0.0.1:1/0").unwrap(),
+            "127.0.0.1:1".parse().unwrap()
+        );
+        assert!(parse_mon_addr("v2:127.0.0.1:3300")
+            .unwrap_err()
+            .contains("msgr2"));
         assert!(parse_mon_addr("nonsense").is_err());
     }
 }
