@@ -364,6 +364,11 @@ impl MonClient {
         cfg.features = opts.features;
         cfg.protocol_version = opts.protocol_version;
         cfg.handshake_timeout = opts.timeout;
+        // Like the CLI: a random-ish nonce tells this client instance apart.
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        cfg.my_addr.nonce = std::process::id().rotate_left(16) ^ t.subsec_nanos();
         let mut conn = V1Connection::client(cfg, V1Session::new(), Instant::now());
         conn.send(MAuth::auth_none(auth_name.clone()).to_message());
         let io = V1Stream::new(stream, conn);
