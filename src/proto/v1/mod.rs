@@ -19,6 +19,38 @@
 //!    SEQ ─> ExpectSeq ── le64 ─> Open
 //!  Open: MSG / ACK / KEEPALIVE(2)(_ACK) / CLOSE frames both ways
 //! ```
+//!
+//! A client and a server walked through every handshake state, byte counts exact:
+//!
+//! ```
+//! use std::time::Instant;
+//! use simplemsgr::proto::v1::{V1Config, V1Connection, V1Event, V1Session};
+//! use simplemsgr::wire::message::Message;
+//! use simplemsgr::wire::types::{AddrType, EntityAddr, EntityName, EntityType};
+//!
+//! let now = Instant::now(); // time is an input; any value works
+//! let mon = EntityAddr::new(AddrType::LEGACY, "127.0.0.1:6789".parse().unwrap(), 0);
+//! let mut c = V1Connection::client(
+//!     V1Config::mon_client(EntityName::new(EntityType::CLIENT, u64::MAX)), V1Session::new(), now);
+//! let mut s = V1Connection::server(
+//!     V1Config::mon_server(mon), V1Session::new(), "127.0.0.1:40000".parse().unwrap(), now);
+//! let mut wire = |from: &mut V1Connection, to: &mut V1Connection| {
+//!     let mut b = Vec::new();
+//!     from.poll_transmit(&mut b);
+//!     to.handle_input(&b, now);
+//!     b.len()
+//! };
+//! assert_eq!(wire(&mut c, &mut s), 9); // "ceph v027"
+//! assert_eq!(wire(&mut s, &mut c), 9 + 136 + 136); // banner, server addr, client addr seen
+//! assert_eq!(wire(&mut c, &mut s), 136 + 33); // client addr, connect
+//! assert_eq!(wire(&mut s, &mut c), 26 + 8); // connect_reply SEQ, le64 in_seq
+//! assert_eq!(wire(&mut c, &mut s), 8); // le64 in_seq: both sides open
+//! assert!(c.is_open() && s.is_open());
+//! c.send(Message::new(17, vec![0; 60]));
+//! assert_eq!(wire(&mut c, &mut s), 1 + 53 + 60 + 21); // tag, header, front, footer
+//! assert!(matches!(s.poll_event(), Some(V1Event::Connected { .. })));
+//! assert!(matches!(s.poll_event(), Some(V1Event::Message(m)) if m.ty == 17 && m.seq == 1));
+//! ```
 
 pub mod accept;
 pub mod session;

@@ -527,3 +527,45 @@ fn wrong_banner_closes_the_server_side() {
     let evs: Vec<_> = std::iter::from_fn(|| s.poll_event()).collect();
     assert_eq!(evs.len(), 1);
 }
+
+/// A tiny deterministic generator for the garbage test.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self) -> u8 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (self.0 >> 33) as u8
+    }
+}
+
+#[test]
+fn garbage_in_any_phase_never_panics_and_ends_in_a_typed_close() {
+    let mut rng = Lcg(7);
+    for round in 0..200 {
+        let mut p = Pair::new(client_cfg(), server_cfg());
+        // Reach a random phase: none, after the hellos, or open.
+        match round % 3 {
+            0 => {}
+            1 => {
+                let mut b = Vec::new();
+                p.server.poll_transmit(&mut b);
+                p.client.handle_input(&b, p.now);
+            }
+            _ => p.drive(),
+        }
+        let len = 1 + usize::from(rng.next()) * 4;
+        let junk: Vec<u8> = (0..len).map(|_| rng.next()).collect();
+        p.server.handle_input(&junk, p.now);
+        p.client.handle_input(&junk, p.now);
+        // Either still waiting for more bytes or closed with an error; never a panic.
+        for c in [&mut p.client, &mut p.server] {
+            let evs: Vec<V1Event> = std::iter::from_fn(|| c.poll_event()).collect();
+            if c.is_closed() {
+                assert!(closed_error(&evs).is_some(), "round {round}: {evs:?}");
+            }
+        }
+    }
+}
