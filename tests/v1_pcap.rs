@@ -2,6 +2,8 @@
 //! monitor, `tests/fixtures/ceph-v1-status.pcap`): every frame of both directions of
 //! every connection decodes, passes its crc checks, and re-encodes to the same bytes.
 
+#![allow(clippy::disallowed_methods)]
+
 use std::collections::BTreeMap;
 
 use simplemsgr::capture::{read_packets, reassemble, tcp_segments};
