@@ -570,3 +570,143 @@ impl MonClient {
 fn decode<T: MonMessage>(m: &Message, what: &'static str) -> Result<T, MonError> {
     T::decode(m).map_err(|err| MonError::Decode { what, err })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpListener;
+
+    use super::*;
+    use crate::mon::{MMonCommand, MMonMap};
+    use crate::proto::v1::V1Config;
+    use crate::wire::types::{AddrType, EntityAddr};
+    use crate::wire::WriteLe;
+
+    /// A scripted monitor: our own server machine answering with `answer`, for one client.
+    fn fake_mon(answer: impl Fn(&Message) -> Vec<Message> + Send + 'static) -> SocketAddr {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = l.local_addr().expect("addr");
+        std::thread::spawn(move || {
+            let Ok((stream, peer)) = l.accept() else {
+                return;
+            };
+            let me = EntityAddr::new(AddrType::LEGACY, addr, 0);
+            let conn = V1Connection::server(
+                V1Config::mon_server(me),
+                V1Session::new(),
+                peer,
+                Instant::now(),
+            );
+            let mut s = V1Stream::new(stream, conn);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            // Bounded: at most 50 events or the deadline.
+            for _ in 0..50 {
+                match s.next_event(deadline, "client") {
+                    Ok(V1Event::Message(m)) => {
+                        for reply in answer(&m) {
+                            s.connection().send(reply);
+                        }
+                        let _ = s.flush();
+                    }
+                    Ok(_) => {}
+                    Err(_) => return,
+                }
+            }
+        });
+        addr
+    }
+
+    fn monmap(fsid: Fsid) -> Message {
+        let mut body = fsid.0.to_vec();
+        body.put_le32(1);
+        let mut mm = vec![9, 6];
+        mm.put_le32(body.len() as u32);
+        mm.extend_from_slice(&body);
+        MMonMap { monmap: mm }.to_message()
+    }
+
+    #[test]
+    fn auth_refusal_is_a_typed_readable_error() {
+        let addr = fake_mon(|m| {
+            assert_eq!(m.ty, MAuth::TYPE);
+            let r = MAuthReply {
+                protocol: 0,
+                result: -95,
+                global_id: 0,
+                result_bl: vec![],
+                result_msg: String::new(),
+            };
+            vec![r.to_message()]
+        });
+        let e =
+            MonClient::connect(addr, "client.admin", Duration::from_secs(5)).expect_err("refused");
+        assert!(
+            matches!(e, MonError::AuthRefused { result: -95, .. }),
+            "{e}"
+        );
+        assert!(
+            e.to_string()
+                .starts_with("monitor refused auth none (result -95): "),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn command_round_trip_against_a_scripted_monitor() {
+        let fsid = Fsid([0x42; 16]);
+        let addr = fake_mon(move |m| match m.ty {
+            t if t == MAuth::TYPE => {
+                let r = MAuthReply {
+                    protocol: 1,
+                    result: 0,
+                    global_id: 77,
+                    result_bl: vec![],
+                    result_msg: String::new(),
+                };
+                vec![r.to_message(), monmap(fsid)]
+            }
+            t if t == MMonCommand::TYPE => {
+                let c = MMonCommand::decode(m).expect("command");
+                let ok = c.fsid == fsid;
+                let ack = MMonCommandAck {
+                    paxos: PaxosHeader::default(),
+                    r: if ok { 0 } else { -1 },
+                    rs: if ok {
+                        String::new()
+                    } else {
+                        "wrong fsid".into()
+                    },
+                    cmd: c.cmd,
+                    output: b"HEALTH_OK".to_vec(),
+                };
+                vec![ack.to_message().with_tid(m.tid)]
+            }
+            _ => vec![],
+        });
+        let mut c =
+            MonClient::connect(addr, "client.admin", Duration::from_secs(5)).expect("connect");
+        assert_eq!((c.fsid(), c.global_id()), (fsid, 77));
+        let r = c.command(r#"{"prefix":"health"}"#).expect("reply");
+        assert_eq!((r.r, r.output.as_slice()), (0, &b"HEALTH_OK"[..]));
+        c.keepalive_round_trip().expect("keepalive");
+    }
+
+    #[test]
+    fn bad_names_and_refused_connections_are_clear() {
+        let e = MonClient::connect(
+            "127.0.0.1:1".parse().unwrap(),
+            "admin",
+            Duration::from_secs(1),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("expected TYPE.ID"), "{e}");
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = l.local_addr().expect("addr");
+        drop(l);
+        let e = MonClient::connect(addr, "client.admin", Duration::from_secs(1)).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("cannot connect to monitor at v1:127.0.0.1:"),
+            "{e}"
+        );
+    }
+}
