@@ -89,8 +89,8 @@ pub enum Role {
     Server,
 }
 
-/// Settings of one v1 connection.
-#[derive(Debug, Clone)]
+/// Settings of one v1 connection. `Debug` redacts the authorizer bytes.
+#[derive(Clone)]
 pub struct V1Config {
     /// Our name; its type is sent as `host_type` and its number as `header.src`.
     pub my_name: EntityName,
@@ -118,6 +118,34 @@ pub struct V1Config {
     pub keepalive_interval: Option<Duration>,
     /// Section size limits.
     pub limits: Limits,
+}
+
+impl fmt::Debug for V1Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("V1Config")
+            .field("my_name", &self.my_name)
+            .field("my_addr", &self.my_addr)
+            .field("features", &format_args!("0x{:x}", self.features))
+            .field(
+                "required_features",
+                &format_args!("0x{:x}", self.required_features),
+            )
+            .field("protocol_version", &self.protocol_version)
+            .field("lossy", &self.lossy)
+            .field("server_policy", &self.server_policy)
+            .field("resetcheck", &self.resetcheck)
+            .field(
+                "authorizer",
+                &format_args!(
+                    "protocol {} ({} bytes)",
+                    self.authorizer.0,
+                    self.authorizer.1.len()
+                ),
+            )
+            .field("handshake_timeout", &self.handshake_timeout)
+            .field("keepalive_interval", &self.keepalive_interval)
+            .finish_non_exhaustive()
+    }
 }
 
 impl V1Config {
@@ -645,13 +673,23 @@ impl V1Connection {
             },
             authorizer: self.cfg.authorizer.1.clone(),
         };
-        trace!("v1 client: send {c:?}");
+        trace!(
+            "v1 client: send connect gseq {} cseq {} proto {}",
+            c.global_seq,
+            c.connect_seq,
+            c.protocol_version
+        );
         c.encode(&mut self.outbuf);
     }
 
     fn on_connect_reply(&mut self, r: &mut Reader<'_>) -> Result<(), StepError> {
         let reply = ConnectReply::read(r)?;
-        trace!("v1 client: got {reply:?}");
+        trace!(
+            "v1 client: got connect_reply {} gseq {} cseq {}",
+            reply.tag,
+            reply.global_seq,
+            reply.connect_seq
+        );
         match reply.tag {
             Tag::READY => self.client_open(reply, false),
             Tag::SEQ => {
@@ -766,7 +804,12 @@ impl V1Connection {
 
     fn on_connect(&mut self, r: &mut Reader<'_>, _now: Instant) -> Result<(), StepError> {
         let c = ConnectMsg::read(r)?;
-        trace!("v1 server: got {c:?}");
+        trace!(
+            "v1 server: got connect gseq {} cseq {} proto {}",
+            c.global_seq,
+            c.connect_seq,
+            c.protocol_version
+        );
         let peer_addr = self
             .peer_addr
             .unwrap_or(EntityAddr::blank(AddrType::LEGACY, 0));

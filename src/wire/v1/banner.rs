@@ -17,6 +17,12 @@ pub const SERVER_HELLO_LEN: usize = BANNER.len() + 2 * LEGACY_ADDR_LEN;
 
 /// Read and check the 9-byte banner.
 pub fn read_banner(r: &mut Reader<'_>) -> Result<(), DecodeError> {
+    // A msgr2 peer starts with "ceph v2\n": say so instead of only "wrong banner".
+    if r.rest().starts_with(b"ceph v2") {
+        return Err(DecodeError::Invalid {
+            what: "v1 banner: the peer speaks msgr2 (\"ceph v2\"), not v1",
+        });
+    }
     let b = r.take(BANNER.len(), "v1 banner")?;
     if b != BANNER {
         return Err(DecodeError::Invalid {
@@ -67,6 +73,10 @@ mod tests {
     fn wrong_banner_is_malformed_not_truncated() {
         let e = read_banner(&mut Reader::new(b"ceph v2\n\x10")).unwrap_err();
         assert!(!e.is_truncated());
+        assert!(e.to_string().contains("msgr2"), "{e}");
+        assert!(!read_banner(&mut Reader::new(b"xeph v027"))
+            .unwrap_err()
+            .is_truncated());
         assert!(read_banner(&mut Reader::new(b"ceph"))
             .unwrap_err()
             .is_truncated());
