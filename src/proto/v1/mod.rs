@@ -71,7 +71,7 @@ pub use accept::{
 pub use session::V1Session;
 
 use crate::wire::message::Message;
-use crate::wire::types::{AddrType, EntityAddr, EntityName, EntityType, Timespec, LEGACY_ADDR_LEN};
+use crate::wire::types::{AddrType, EntityAddr, EntityName, EntityType, Timespec};
 use crate::wire::v1::banner::{encode_server_hello, read_banner, read_server_hello};
 use crate::wire::v1::frame::{footer_flags, CrcError};
 use crate::wire::v1::{
@@ -1041,9 +1041,6 @@ impl V1Connection {
         }
     }
 }
-
-/// Size of the client's address in the exchange (re-exported for shells that count bytes).
-pub const CLIENT_ADDR_LEN: usize = LEGACY_ADDR_LEN;
 
 enum StepError {
     Decode(DecodeError),
