@@ -21,9 +21,11 @@
 #![warn(missing_docs)]
 
 pub mod auth;
+pub mod capture;
 pub mod crypto;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod mon;
 pub mod proto;
 pub mod runtime;
 pub mod wire;

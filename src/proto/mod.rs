@@ -26,6 +26,7 @@ pub mod event;
 pub mod msgr2;
 pub mod policy;
 pub mod session;
+pub mod v1;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

@@ -25,6 +25,7 @@ pub mod dispatch;
 pub mod fault;
 pub mod limits;
 pub mod messenger;
+pub mod monc;
 pub mod stats;
 pub mod throttle;
 pub mod transport;

@@ -17,6 +17,7 @@ pub mod message;
 pub mod msgr2;
 pub mod transmit;
 pub mod types;
+pub mod v1;
 
 use std::fmt;
 

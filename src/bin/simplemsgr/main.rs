@@ -94,7 +94,7 @@ fn main() -> ExitCode {
             Command::Ping(a) => cmd::ping::run(a, &cfg, quiet),
             Command::Bench(a) => cmd::bench::run(a, &cfg, quiet),
             Command::Dump(a) => cmd::dump::run(a),
-            Command::Ceph(a) => return cmd::ceph::run(a),
+            Command::Ceph(a) => return cmd::ceph::run(&a),
         },
     };
     match result {

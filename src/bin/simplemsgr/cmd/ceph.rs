@@ -1,20 +1,231 @@
-//! STUB: the `ceph` subcommand belongs to the v1 engineer; this file is replaced at merge.
+//! `simplemsgr ceph`: run one monitor command over the legacy v1 protocol, like a tiny
+//! `ceph` CLI (auth none only).
+//!
+//! ```text
+//! simplemsgr ceph --mon v1:127.0.0.1:6789 status
+//! simplemsgr ceph --mon v1:127.0.0.1:6789 --format json mon dump
+//! simplemsgr ceph --mon v1:127.0.0.1:6789 '{"prefix":"osd tree"}'
+//! ```
 
+use std::io::Write;
+use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::time::Duration;
 
-use clap::Args;
+use simplemsgr::runtime::monc::{MonClient, MonError};
+
+/// Output format asked of the monitor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// The monitor's plain-text rendering.
+    Plain,
+    /// JSON (`"format":"json"` added to the command).
+    Json,
+}
 
 /// Arguments of `simplemsgr ceph`.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct CephArgs {
-    /// Subcommand words, passed through.
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    /// The monitor's v1 address, `v1:IP:PORT` (or `IP:PORT`).
+    #[arg(long, value_name = "ADDR")]
+    pub mon: String,
+    /// Entity name to authenticate as (auth none).
+    #[arg(long, default_value = "client.admin")]
+    pub name: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Plain)]
+    pub format: Format,
+    /// Bound, in seconds, on connecting and on each request.
+    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
+    pub timeout: f64,
+    /// The command: words such as `status` or `mon dump` (`key=value` words become
+    /// arguments), or one JSON object string.
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "WORDS"
+    )]
     pub words: Vec<String>,
 }
 
-/// Not built yet: says so and exits 2.
-pub fn run(args: CephArgs) -> ExitCode {
-    let _ = args;
-    eprintln!("simplemsgr ceph: not built yet");
-    ExitCode::from(2)
+/// Exit code for usage errors (bad address, bad command words).
+const EXIT_USAGE: u8 = 2;
+/// Exit code when the monitor cannot be reached or the protocol fails.
+const EXIT_UNREACHABLE: u8 = 1;
+
+/// Parse `v1:IP:PORT` or `IP:PORT`.
+pub fn parse_mon_addr(s: &str) -> Result<SocketAddr, String> {
+    if s.starts_with("v2:") {
+        return Err(format!("{s:?} is a msgr2 address; `simplemsgr ceph` speaks the legacy v1 protocol (use v1:IP:PORT)"));
+    }
+    let rest = s.strip_prefix("v1:").unwrap_or(s);
+    let rest = rest.split('/').next().unwrap_or(rest);
+    rest.parse().map_err(|_| {
+        format!("invalid monitor address {s:?}: expected v1:IP:PORT, e.g. v1:127.0.0.1:6789")
+    })
+}
+
+/// Turn command words into Ceph's command JSON.
+pub fn command_json(words: &[String], format: Format) -> Result<String, String> {
+    let mut fields: Vec<(String, String)> = Vec::new();
+    let mut object: Option<String> = None;
+    if words.len() == 1 && words[0].trim_start().starts_with('{') {
+        object = Some(words[0].trim().to_string());
+    } else {
+        let mut prefix = Vec::new();
+        for w in words {
+            match w.split_once('=') {
+                Some((k, v)) if !k.is_empty() => fields.push((k.to_string(), v.to_string())),
+                _ if !fields.is_empty() => {
+                    return Err(format!("command word {w:?} after key=value arguments"));
+                }
+                _ => prefix.push(w.as_str()),
+            }
+        }
+        if prefix.is_empty() {
+            return Err("no command given (e.g. `status` or `mon dump`)".into());
+        }
+        fields.insert(0, ("prefix".into(), prefix.join(" ")));
+    }
+    if let Some(obj) = object {
+        let body = obj
+            .strip_suffix('}')
+            .ok_or_else(|| format!("command {obj:?} is not a JSON object"))?;
+        if format == Format::Json && !obj.contains("\"format\"") {
+            let sep = if body.trim_end().ends_with('{') {
+                ""
+            } else {
+                ","
+            };
+            return Ok(format!("{body}{sep}\"format\":\"json\"}}"));
+        }
+        return Ok(obj);
+    }
+    if format == Format::Json && !fields.iter().any(|(k, _)| k == "format") {
+        fields.push(("format".into(), "json".into()));
+    }
+    let parts: Vec<String> = fields
+        .iter()
+        .map(|(k, v)| format!("{}:{}", json_str(k), json_str(v)))
+        .collect();
+    Ok(format!("{{{}}}", parts.join(",")))
+}
+
+fn json_str(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Run `simplemsgr ceph`.
+pub fn run(args: &CephArgs) -> ExitCode {
+    let addr = match parse_mon_addr(&args.mon) {
+        Ok(a) => a,
+        Err(e) => return fail(EXIT_USAGE, &e),
+    };
+    let cmd = match command_json(&args.words, args.format) {
+        Ok(c) => c,
+        Err(e) => return fail(EXIT_USAGE, &e),
+    };
+    if !(args.timeout.is_finite() && args.timeout > 0.0 && args.timeout <= 3600.0) {
+        return fail(EXIT_USAGE, "--timeout must be between 0 and 3600 seconds");
+    }
+    let timeout = Duration::from_secs_f64(args.timeout);
+    let mut client = match MonClient::connect(addr, &args.name, timeout) {
+        Ok(c) => c,
+        Err(e) => return fail(EXIT_UNREACHABLE, &e.to_string()),
+    };
+    log::debug!("sending {cmd} to {addr} (fsid {})", client.fsid());
+    let reply = match client.command(&cmd) {
+        Ok(r) => r,
+        Err(e) => return fail(EXIT_UNREACHABLE, &describe(&e)),
+    };
+    client.close();
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(&reply.output);
+    if !reply.output.is_empty() && !reply.output.ends_with(b"\n") {
+        let _ = stdout.write_all(b"\n");
+    }
+    let _ = stdout.flush();
+    if reply.r < 0 {
+        let text = if reply.rs.is_empty() {
+            std::io::Error::from_raw_os_error(-reply.r).to_string()
+        } else {
+            reply.rs
+        };
+        eprintln!("Error {}: {}", reply.r, text);
+        return ExitCode::from(u8::try_from(-reply.r).unwrap_or(1).max(1));
+    }
+    if !reply.rs.is_empty() {
+        eprintln!("{}", reply.rs);
+    }
+    ExitCode::SUCCESS
+}
+
+fn describe(e: &MonError) -> String {
+    e.to_string()
+}
+
+fn fail(code: u8, msg: &str) -> ExitCode {
+    eprintln!("simplemsgr ceph: {msg}");
+    ExitCode::from(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn w(s: &[&str]) -> Vec<String> {
+        s.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn words_become_command_json() {
+        assert_eq!(
+            command_json(&w(&["status"]), Format::Plain).unwrap(),
+            r#"{"prefix":"status"}"#
+        );
+        assert_eq!(
+            command_json(&w(&["mon", "dump"]), Format::Json).unwrap(),
+            r#"{"prefix":"mon dump","format":"json"}"#
+        );
+        assert_eq!(
+            command_json(&w(&["config", "get", "who=mon.a", "key=x"]), Format::Plain).unwrap(),
+            r#"{"prefix":"config get","who":"mon.a","key":"x"}"#
+        );
+        assert_eq!(
+            command_json(&w(&[r#"{"prefix":"fsid"}"#]), Format::Json).unwrap(),
+            r#"{"prefix":"fsid","format":"json"}"#
+        );
+        assert!(command_json(&w(&["a=b"]), Format::Plain).is_err());
+        assert!(command_json(&w(&["x=1", "status"]), Format::Plain).is_err());
+    }
+
+    #[test]
+    fn addresses() {
+        assert_eq!(
+            parse_mon_addr("v1:127.0.0.1:6789").unwrap(),
+            "127.0.0.1:6789".parse().unwrap()
+        );
+        assert_eq!(
+            parse_mon_addr("127.0.0.1:1/0").unwrap(),
+            "127.0.0.1:1".parse().unwrap()
+        );
+        assert!(parse_mon_addr("v2:127.0.0.1:3300")
+            .unwrap_err()
+            .contains("msgr2"));
+        assert!(parse_mon_addr("nonsense").is_err());
+    }
 }

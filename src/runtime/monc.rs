@@ -1,0 +1,712 @@
+//! A small blocking monitor client over the legacy v1 protocol.
+//!
+//! [`MonClient`] opens a TCP connection, drives [`V1Connection`] (the sans-IO machine)
+//! with socket reads bounded by read timeouts (no sleeping, no polling), authenticates
+//! with `auth none`, learns the cluster fsid from the monitor's MonMap and then runs
+//! commands (`{"prefix":"status"}` …), version queries and keepalive round trips.
+//!
+//! [`V1Stream`] is the reusable part: one socket plus one machine, turned into a
+//! blocking "next event before this deadline" call. Tests use it for the server role.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use log::debug;
+
+use crate::mon::{
+    auth_protocol, AuthName, Fsid, MAuth, MAuthReply, MMonCommand, MMonCommandAck, MMonGetMap,
+    MMonGetVersion, MMonGetVersionReply, MMonMap, MonMessage, PaxosHeader,
+};
+use crate::proto::v1::{CloseReason, V1Config, V1Connection, V1Error, V1Event, V1Session};
+use crate::wire::message::Message;
+use crate::wire::types::{EntityName, EntityType};
+use crate::wire::DecodeError;
+
+/// Why a monitor operation failed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum MonError {
+    /// The entity name is not `TYPE.ID`.
+    InvalidName(String),
+    /// The TCP connection could not be made.
+    Connect {
+        /// The monitor address.
+        addr: SocketAddr,
+        /// The socket error.
+        err: io::Error,
+    },
+    /// A socket read or write failed.
+    Io {
+        /// What we were doing.
+        what: &'static str,
+        /// The socket error.
+        err: io::Error,
+    },
+    /// Nothing arrived in time.
+    Timeout {
+        /// What we were waiting for.
+        what: &'static str,
+        /// How long we waited.
+        after: Duration,
+    },
+    /// The monitor answered FEATURES: it requires features we did not offer.
+    FeaturesRequired {
+        /// The bits we lack.
+        missing: u64,
+    },
+    /// The monitor answered BADPROTOVER.
+    ProtocolVersion {
+        /// What we sent.
+        ours: u32,
+        /// What the monitor speaks.
+        theirs: u32,
+    },
+    /// The monitor refused to authenticate us.
+    AuthRefused {
+        /// The negative errno.
+        result: i32,
+        /// The monitor's message.
+        message: String,
+    },
+    /// The connection ended or the protocol failed.
+    Connection(CloseReason),
+    /// A monitor message did not decode.
+    Decode {
+        /// The message.
+        what: &'static str,
+        /// Why.
+        err: DecodeError,
+    },
+}
+
+impl fmt::Display for MonError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MonError::InvalidName(s) => f.write_str(s),
+            MonError::Connect { addr, err } => {
+                write!(f, "cannot connect to monitor at v1:{addr}: {err}")
+            }
+            MonError::Io { what, err } => write!(f, "socket error while {what}: {err}"),
+            MonError::Timeout { what, after } => {
+                write!(
+                    f,
+                    "timed out after {:.1} s waiting for {what}",
+                    after.as_secs_f64()
+                )
+            }
+            MonError::FeaturesRequired { missing } => {
+                write!(
+                    f,
+                    "monitor requires features 0x{missing:x} that this client does not offer"
+                )
+            }
+            MonError::ProtocolVersion { ours, theirs } => {
+                write!(
+                    f,
+                    "monitor refused protocol version {ours} (BADPROTOVER); it speaks {theirs}"
+                )
+            }
+            MonError::AuthRefused { result, message } => {
+                write!(
+                    f,
+                    "monitor refused auth none (result {result}): {}",
+                    errno_text(*result, message)
+                )
+            }
+            MonError::Connection(reason) => match &reason.error {
+                Some(e) => write!(f, "monitor connection failed: {e}"),
+                None => write!(f, "monitor connection closed ({:?})", reason.initiator),
+            },
+            MonError::Decode { what, err } => {
+                write!(f, "cannot decode {what} from the monitor: {err}")
+            }
+        }
+    }
+}
+
+fn errno_text(result: i32, message: &str) -> String {
+    if !message.is_empty() {
+        return message.to_string();
+    }
+    match -result {
+        95 => "operation not supported (no common auth protocol; does the cluster require cephx?)"
+            .into(),
+        13 => "permission denied".into(),
+        1 => "operation not permitted".into(),
+        _ => io::Error::from_raw_os_error(-result).to_string(),
+    }
+}
+
+impl std::error::Error for MonError {}
+
+impl From<CloseReason> for MonError {
+    fn from(reason: CloseReason) -> Self {
+        match reason.error {
+            Some(V1Error::MissingFeatures { missing, .. }) => {
+                MonError::FeaturesRequired { missing }
+            }
+            Some(V1Error::BadProtocolVersion { ours, theirs }) => {
+                MonError::ProtocolVersion { ours, theirs }
+            }
+            _ => MonError::Connection(reason),
+        }
+    }
+}
+
+/// One socket driving one v1 machine, with blocking "next event" calls bounded by a deadline.
+#[derive(Debug)]
+pub struct V1Stream {
+    stream: TcpStream,
+    conn: V1Connection,
+    closed: Option<CloseReason>,
+}
+
+/// Read buffer size.
+const READ_CHUNK: usize = 64 * 1024;
+
+impl V1Stream {
+    /// Wrap a connected socket and a fresh machine (of either role).
+    pub fn new(stream: TcpStream, conn: V1Connection) -> Self {
+        V1Stream {
+            stream,
+            conn,
+            closed: None,
+        }
+    }
+
+    /// The machine, e.g. to queue messages or keepalives.
+    pub fn connection(&mut self) -> &mut V1Connection {
+        &mut self.conn
+    }
+
+    /// Write bytes to the socket as-is, bypassing the machine (fault injection in tests).
+    pub fn write_raw(&mut self, bytes: &[u8]) -> Result<(), MonError> {
+        self.stream.write_all(bytes).map_err(|err| MonError::Io {
+            what: "writing",
+            err,
+        })
+    }
+
+    /// Send everything the machine has queued.
+    pub fn flush(&mut self) -> Result<(), MonError> {
+        let mut out = Vec::new();
+        if self.conn.poll_transmit(&mut out) {
+            if let Err(err) = self.stream.write_all(&out) {
+                // A peer that already closed: report what the machine knows once it reads EOF.
+                debug!("monc: write failed: {err}");
+                if self.closed.is_none() {
+                    return Err(MonError::Io {
+                        what: "writing",
+                        err,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The next event, reading from the socket as needed until `deadline`.
+    /// A [`V1Event::Closed`] is returned once; later calls fail with the same reason.
+    pub fn next_event(
+        &mut self,
+        deadline: Instant,
+        what: &'static str,
+    ) -> Result<V1Event, MonError> {
+        let started = Instant::now();
+        let mut buf = vec![0u8; READ_CHUNK];
+        loop {
+            if let Some(ev) = self.conn.poll_event() {
+                self.flush()?;
+                if let V1Event::Closed(reason) = &ev {
+                    self.closed = Some(reason.clone());
+                }
+                return Ok(ev);
+            }
+            if let Some(reason) = &self.closed {
+                return Err(reason.clone().into());
+            }
+            self.flush()?;
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(MonError::Timeout {
+                    what,
+                    after: now - started,
+                });
+            }
+            let mut wait = deadline - now;
+            if let Some(t) = self.conn.poll_timeout() {
+                if t <= now {
+                    self.conn.handle_timeout(now);
+                    continue;
+                }
+                wait = wait.min(t - now);
+            }
+            // A zero read timeout means "block forever" to std: keep it positive.
+            let wait = wait.max(Duration::from_millis(1));
+            self.stream
+                .set_read_timeout(Some(wait))
+                .map_err(|err| MonError::Io {
+                    what: "setting a timeout",
+                    err,
+                })?;
+            match self.stream.read(&mut buf) {
+                Ok(0) => self.conn.handle_eof(),
+                Ok(n) => self.conn.handle_input(&buf[..n], Instant::now()),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    self.conn.handle_timeout(Instant::now())
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted
+                    ) =>
+                {
+                    debug!("monc: {e}");
+                    self.conn.handle_eof();
+                }
+                Err(err) => {
+                    return Err(MonError::Io {
+                        what: "reading",
+                        err,
+                    })
+                }
+            }
+        }
+    }
+
+    /// Shut the socket down (both directions).
+    pub fn shutdown(&mut self) {
+        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+/// What a monitor command returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandReply {
+    /// 0 or a negative errno.
+    pub r: i32,
+    /// The status string (the monitor's error text on failure).
+    pub rs: String,
+    /// The command's output.
+    pub output: Vec<u8>,
+}
+
+/// Options for [`MonClient::connect_with`].
+#[derive(Debug, Clone)]
+pub struct MonClientOptions {
+    /// Entity name, `client.admin` by default.
+    pub name: String,
+    /// Bound on the connect, the handshake and every later request.
+    pub timeout: Duration,
+    /// Features we offer (Pacific's full set by default).
+    pub features: u64,
+    /// Protocol version (15 by default; anything else gets BADPROTOVER).
+    pub protocol_version: u32,
+}
+
+impl Default for MonClientOptions {
+    fn default() -> Self {
+        let cfg = V1Config::mon_client(EntityName::new(EntityType::CLIENT, u64::MAX));
+        MonClientOptions {
+            name: "client.admin".into(),
+            timeout: Duration::from_secs(10),
+            features: cfg.features,
+            protocol_version: cfg.protocol_version,
+        }
+    }
+}
+
+/// A connected, authenticated monitor client.
+#[derive(Debug)]
+pub struct MonClient {
+    io: V1Stream,
+    timeout: Duration,
+    fsid: Fsid,
+    global_id: u64,
+    features: u64,
+    next_tid: u64,
+    /// Messages that arrived while we waited for something else.
+    stray: VecDeque<Message>,
+}
+
+impl MonClient {
+    /// Connect to the monitor at `addr` (its v1 address) as `name` (`client.admin`),
+    /// authenticate with `auth none` and learn the fsid, all within `timeout`.
+    pub fn connect(addr: SocketAddr, name: &str, timeout: Duration) -> Result<MonClient, MonError> {
+        MonClient::connect_with(
+            addr,
+            &MonClientOptions {
+                name: name.into(),
+                timeout,
+                ..Default::default()
+            },
+        )
+    }
+
+    /// [`connect`](Self::connect) with every option.
+    pub fn connect_with(addr: SocketAddr, opts: &MonClientOptions) -> Result<MonClient, MonError> {
+        let auth_name: AuthName = opts.name.parse().map_err(MonError::InvalidName)?;
+        let deadline = Instant::now() + opts.timeout;
+        let stream = TcpStream::connect_timeout(&addr, opts.timeout)
+            .map_err(|err| MonError::Connect { addr, err })?;
+        let _ = stream.set_nodelay(true);
+        let mut cfg =
+            V1Config::mon_client(EntityName::new(EntityType(auth_name.ty as u8), u64::MAX));
+        cfg.features = opts.features;
+        cfg.protocol_version = opts.protocol_version;
+        cfg.handshake_timeout = opts.timeout;
+        // Like the CLI: a random-ish nonce tells this client instance apart.
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        cfg.my_addr.nonce = std::process::id().rotate_left(16) ^ t.subsec_nanos();
+        let mut conn = V1Connection::client(cfg, V1Session::new(), Instant::now());
+        conn.send(MAuth::auth_none(auth_name.clone()).to_message());
+        let io = V1Stream::new(stream, conn);
+        let mut client = MonClient {
+            io,
+            timeout: opts.timeout,
+            fsid: Fsid::default(),
+            global_id: 0,
+            features: 0,
+            next_tid: 1,
+            stray: VecDeque::new(),
+        };
+        // Handshake, then MAuthReply.
+        let reply: MAuthReply = loop {
+            match client
+                .io
+                .next_event(deadline, "the monitor's handshake and MAuthReply")?
+            {
+                V1Event::Connected { features, .. } => client.features = features,
+                V1Event::Message(m) if m.ty == MAuthReply::TYPE => break decode(&m, "MAuthReply")?,
+                V1Event::Message(m) => client.stray.push_back(m),
+                V1Event::Closed(reason) => return Err(reason.into()),
+                _ => {}
+            }
+        };
+        if reply.result != 0 || reply.protocol != auth_protocol::NONE {
+            let result = if reply.result == 0 { -95 } else { reply.result };
+            return Err(MonError::AuthRefused {
+                result,
+                message: reply.result_msg,
+            });
+        }
+        client.global_id = reply.global_id;
+        client.io.connection().set_my_name(EntityName::new(
+            EntityType(auth_name.ty as u8),
+            reply.global_id,
+        ));
+        // The monitor pushes its map after auth (we sent epoch 0); ask as well, in case.
+        client.io.connection().send(MMonGetMap.to_message());
+        let map =
+            client.wait_message(deadline, "the monitor's MonMap", |m| m.ty == MMonMap::TYPE)?;
+        let summary = decode::<MMonMap>(&map, "MMonMap")?
+            .summary()
+            .map_err(|err| MonError::Decode {
+                what: "the MonMap in MMonMap",
+                err,
+            })?;
+        client.fsid = summary.fsid;
+        debug!(
+            "monc: connected to {addr}, fsid {}, global_id {}",
+            client.fsid, client.global_id
+        );
+        Ok(client)
+    }
+
+    /// The cluster fsid from the monitor's MonMap.
+    pub fn fsid(&self) -> Fsid {
+        self.fsid
+    }
+
+    /// The global id the monitor assigned us.
+    pub fn global_id(&self) -> u64 {
+        self.global_id
+    }
+
+    /// The negotiated v1 features.
+    pub fn features(&self) -> u64 {
+        self.features
+    }
+
+    /// Run a command given as Ceph's command JSON (`{"prefix":"status"}`).
+    /// A negative `r` is returned in the reply, not as an error.
+    pub fn command(&mut self, cmd_json: &str) -> Result<CommandReply, MonError> {
+        let tid = self.take_tid();
+        let cmd = MMonCommand {
+            paxos: PaxosHeader::default(),
+            fsid: self.fsid,
+            cmd: vec![cmd_json.to_string()],
+        };
+        self.io.connection().send(cmd.to_message().with_tid(tid));
+        let deadline = Instant::now() + self.timeout;
+        let m = self.wait_message(deadline, "the monitor's MMonCommandAck", |m| {
+            m.ty == MMonCommandAck::TYPE && m.tid == tid
+        })?;
+        let ack: MMonCommandAck = decode(&m, "MMonCommandAck")?;
+        Ok(CommandReply {
+            r: ack.r,
+            rs: ack.rs,
+            output: ack.output,
+        })
+    }
+
+    /// The newest and oldest versions of a map (`osdmap`, `monmap`, `mdsmap`).
+    pub fn get_version(&mut self, what: &str) -> Result<(u64, u64), MonError> {
+        let handle = self.take_tid();
+        self.io.connection().send(
+            MMonGetVersion {
+                handle,
+                what: what.to_string(),
+            }
+            .to_message(),
+        );
+        let deadline = Instant::now() + self.timeout;
+        let m = self.wait_message(deadline, "the monitor's MMonGetVersionReply", |m| {
+            m.ty == MMonGetVersionReply::TYPE
+                && MMonGetVersionReply::decode(m).is_ok_and(|r| r.handle == handle)
+        })?;
+        let r: MMonGetVersionReply = decode(&m, "MMonGetVersionReply")?;
+        Ok((r.version, r.oldest_version))
+    }
+
+    /// Send a KEEPALIVE2 and wait for its echo; returns the round-trip time.
+    pub fn keepalive_round_trip(&mut self) -> Result<Duration, MonError> {
+        let start = Instant::now();
+        self.io.connection().send_keepalive(start);
+        let deadline = start + self.timeout;
+        loop {
+            match self
+                .io
+                .next_event(deadline, "the monitor's KEEPALIVE2_ACK")?
+            {
+                V1Event::KeepaliveAck { .. } => return Ok(start.elapsed()),
+                V1Event::Message(m) => self.absorb(m),
+                V1Event::Closed(reason) => return Err(reason.into()),
+                _ => {}
+            }
+        }
+    }
+
+    /// Wait up to the client's timeout for the connection to end (after a fault was
+    /// provoked); returns why it ended.
+    pub fn wait_closed(&mut self) -> Result<CloseReason, MonError> {
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            match self.io.next_event(deadline, "the connection to close") {
+                Ok(V1Event::Closed(reason)) => return Ok(reason),
+                Ok(V1Event::Message(m)) => self.absorb(m),
+                Ok(_) => {}
+                Err(MonError::Connection(reason)) => return Ok(reason),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The underlying stream (fault injection in tests, raw frames).
+    pub fn stream(&mut self) -> &mut V1Stream {
+        &mut self.io
+    }
+
+    /// Close the connection (sends CLOSE).
+    pub fn close(mut self) {
+        self.io.connection().close();
+        let _ = self.io.flush();
+        self.io.shutdown();
+    }
+
+    fn take_tid(&mut self) -> u64 {
+        let t = self.next_tid;
+        self.next_tid += 1;
+        t
+    }
+
+    fn absorb(&mut self, m: Message) {
+        // Keep the fsid current if the monitor pushes a new map; keep the rest briefly.
+        if m.ty == MMonMap::TYPE {
+            if let Ok(s) = MMonMap::decode(&m).and_then(|mm| mm.summary()) {
+                self.fsid = s.fsid;
+            }
+        }
+        const MAX_STRAY: usize = 64;
+        if self.stray.len() >= MAX_STRAY {
+            self.stray.pop_front();
+        }
+        self.stray.push_back(m);
+    }
+
+    fn wait_message(
+        &mut self,
+        deadline: Instant,
+        what: &'static str,
+        want: impl Fn(&Message) -> bool,
+    ) -> Result<Message, MonError> {
+        if let Some(i) = self.stray.iter().position(&want) {
+            if let Some(m) = self.stray.remove(i) {
+                return Ok(m);
+            }
+        }
+        loop {
+            match self.io.next_event(deadline, what)? {
+                V1Event::Message(m) if want(&m) => return Ok(m),
+                V1Event::Message(m) => self.absorb(m),
+                V1Event::Closed(reason) => return Err(reason.into()),
+                _ => {}
+            }
+        }
+    }
+}
+
+fn decode<T: MonMessage>(m: &Message, what: &'static str) -> Result<T, MonError> {
+    T::decode(m).map_err(|err| MonError::Decode { what, err })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpListener;
+
+    use super::*;
+    use crate::mon::{MMonCommand, MMonMap};
+    use crate::proto::v1::V1Config;
+    use crate::wire::types::{AddrType, EntityAddr};
+    use crate::wire::WriteLe;
+
+    /// A scripted monitor: our own server machine answering with `answer`, for one client.
+    fn fake_mon(answer: impl Fn(&Message) -> Vec<Message> + Send + 'static) -> SocketAddr {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = l.local_addr().expect("addr");
+        std::thread::spawn(move || {
+            let Ok((stream, peer)) = l.accept() else {
+                return;
+            };
+            let me = EntityAddr::new(AddrType::LEGACY, addr, 0);
+            let conn = V1Connection::server(
+                V1Config::mon_server(me),
+                V1Session::new(),
+                peer,
+                Instant::now(),
+            );
+            let mut s = V1Stream::new(stream, conn);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            // Bounded: at most 50 events or the deadline.
+            for _ in 0..50 {
+                match s.next_event(deadline, "client") {
+                    Ok(V1Event::Message(m)) => {
+                        for reply in answer(&m) {
+                            s.connection().send(reply);
+                        }
+                        let _ = s.flush();
+                    }
+                    Ok(_) => {}
+                    Err(_) => return,
+                }
+            }
+        });
+        addr
+    }
+
+    fn monmap(fsid: Fsid) -> Message {
+        let mut body = fsid.0.to_vec();
+        body.put_le32(1);
+        let mut mm = vec![9, 6];
+        mm.put_le32(body.len() as u32);
+        mm.extend_from_slice(&body);
+        MMonMap { monmap: mm }.to_message()
+    }
+
+    #[test]
+    fn auth_refusal_is_a_typed_readable_error() {
+        let addr = fake_mon(|m| {
+            assert_eq!(m.ty, MAuth::TYPE);
+            let r = MAuthReply {
+                protocol: 0,
+                result: -95,
+                global_id: 0,
+                result_bl: vec![],
+                result_msg: String::new(),
+            };
+            vec![r.to_message()]
+        });
+        let e =
+            MonClient::connect(addr, "client.admin", Duration::from_secs(5)).expect_err("refused");
+        assert!(
+            matches!(e, MonError::AuthRefused { result: -95, .. }),
+            "{e}"
+        );
+        assert!(
+            e.to_string()
+                .starts_with("monitor refused auth none (result -95): "),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn command_round_trip_against_a_scripted_monitor() {
+        let fsid = Fsid([0x42; 16]);
+        let addr = fake_mon(move |m| match m.ty {
+            t if t == MAuth::TYPE => {
+                let r = MAuthReply {
+                    protocol: 1,
+                    result: 0,
+                    global_id: 77,
+                    result_bl: vec![],
+                    result_msg: String::new(),
+                };
+                vec![r.to_message(), monmap(fsid)]
+            }
+            t if t == MMonCommand::TYPE => {
+                let c = MMonCommand::decode(m).expect("command");
+                let ok = c.fsid == fsid;
+                let ack = MMonCommandAck {
+                    paxos: PaxosHeader::default(),
+                    r: if ok { 0 } else { -1 },
+                    rs: if ok {
+                        String::new()
+                    } else {
+                        "wrong fsid".into()
+                    },
+                    cmd: c.cmd,
+                    output: b"HEALTH_OK".to_vec(),
+                };
+                vec![ack.to_message().with_tid(m.tid)]
+            }
+            _ => vec![],
+        });
+        let mut c =
+            MonClient::connect(addr, "client.admin", Duration::from_secs(5)).expect("connect");
+        assert_eq!((c.fsid(), c.global_id()), (fsid, 77));
+        let r = c.command(r#"{"prefix":"health"}"#).expect("reply");
+        assert_eq!((r.r, r.output.as_slice()), (0, &b"HEALTH_OK"[..]));
+        c.keepalive_round_trip().expect("keepalive");
+    }
+
+    #[test]
+    fn bad_names_and_refused_connections_are_clear() {
+        let e = MonClient::connect(
+            "127.0.0.1:1".parse().unwrap(),
+            "admin",
+            Duration::from_secs(1),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("expected TYPE.ID"), "{e}");
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = l.local_addr().expect("addr");
+        drop(l);
+        let e = MonClient::connect(addr, "client.admin", Duration::from_secs(1)).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("cannot connect to monitor at v1:127.0.0.1:"),
+            "{e}"
+        );
+    }
+}
