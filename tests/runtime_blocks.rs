@@ -318,7 +318,7 @@ fn cli_bad_flags_fail_clearly() {
             1,
             "cannot read /nonexistent/capture.pcap",
         ),
-        (&["ceph", "status"], 2, "not built yet"),
+        (&["ceph", "status"], 2, "--mon <ADDR>"),
     ];
     for (args, want, msg) in cases {
         let (code, _, err) = run(args);
