@@ -124,7 +124,9 @@ fn doc_section(vectors: &[(String, Vec<u8>)]) -> String {
     s
 }
 
-/// Every `vector: NAME` line followed by a ```hex block.
+/// Every `vector: FRAME.FORM` line followed by a ```hex block. Other vectors in the
+/// document (`vector: auth.secret …`, `vector: v1 …`) have names with spaces and are
+/// checked by their own modules' tests.
 fn parse_doc(doc: &str) -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
     let mut lines = doc.lines();
@@ -132,6 +134,9 @@ fn parse_doc(doc: &str) -> Vec<(String, Vec<u8>)> {
         let Some(name) = line.strip_prefix("vector: ") else {
             continue;
         };
+        if name.trim().contains(' ') {
+            continue;
+        }
         assert_eq!(
             lines.next(),
             Some("```hex"),
