@@ -13,7 +13,7 @@ use crate::proto::msgr2::{Connection, State};
 use crate::proto::ProtoConfig;
 use crate::wire::message::Message;
 use crate::wire::transmit::Transmit;
-use crate::wire::types::{AddrType, AddrVec, EntityAddr, EntityName, EntityType};
+use crate::wire::types::{AddrType, AddrVec, EntityAddr, EntityName};
 
 /// Which endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,15 +110,6 @@ impl Pair {
             max_chunk: usize::MAX,
             bufs: std::collections::HashMap::new(),
         }
-    }
-
-    pub fn client_server() -> Self {
-        let a = config(
-            EntityName::new(EntityType::CLIENT, 1),
-            EntityAddr::blank(AddrType::MSGR2, 11),
-        );
-        let b = config(EntityName::new(EntityType::OSD, 0), addr(6800, 22));
-        Pair::new(a, b)
     }
 
     /// Open a session from `from` to the other side; returns its index in `from`'s conns.
@@ -387,9 +378,5 @@ impl Pair {
             }
         }
         panic!("drive: still busy after 10,000 steps (livelock?)");
-    }
-
-    pub fn advance(&mut self, d: Duration) {
-        self.now += d;
     }
 }
