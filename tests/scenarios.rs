@@ -133,7 +133,11 @@ fn stateful_server_keeps_the_session_and_client_sees_remote_reset() {
     );
     conn.send(msg(2, 10)).unwrap();
     let got = recv_messages(&sev, 1, T);
-    let got = if got == vec![1] { recv_messages(&sev, 1, T) } else { got };
+    let got = if got == vec![1] {
+        recv_messages(&sev, 1, T)
+    } else {
+        got
+    };
     assert_eq!(got, vec![2]);
     assert_eq!(srv.session_count(), 1);
     srv.shutdown();
