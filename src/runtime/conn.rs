@@ -26,7 +26,9 @@ use crate::wire::message::Message;
 use crate::wire::transmit::Transmit;
 use crate::wire::types::{EntityAddr, EntityType};
 
+use super::admission::Ticket;
 use super::messenger::{session_key, Inner};
+use super::stats::{ConnState as GaugeState, RefuseReason};
 use super::transport::{self, ReadHalf, Shutdown, ShutdownHandle, Transport, WriteHalf};
 use super::Error;
 
@@ -60,6 +62,10 @@ pub struct ConnShared {
     pub(crate) peer_hint: Mutex<EntityAddr>,
     /// Where to (re)connect, for sessions we initiate.
     pub(crate) target: Option<SocketAddr>,
+    /// This session's place in the admission counts (released when its writer exits).
+    pub(crate) ticket: Mutex<Option<Ticket>>,
+    /// The state this session is counted in by the stats gauges.
+    gauge: Mutex<Option<GaugeState>>,
 }
 
 impl ConnShared {
@@ -82,6 +88,8 @@ impl ConnShared {
             closed: AtomicBool::new(false),
             peer_hint: Mutex::new(peer),
             target,
+            ticket: Mutex::new(None),
+            gauge: Mutex::new(None),
         })
     }
 
@@ -280,6 +288,7 @@ pub(crate) fn handle_events(inner: &Arc<Inner>, shared: &Arc<ConnShared>, events
                     "conn#{} link {link} closed ({initiator:?}): {error}",
                     shared.id
                 );
+                count_handshake_failure(inner, shared, &error);
                 close_link(shared, link);
             }
             ProtoEvent::Reset => {
@@ -308,6 +317,72 @@ pub(crate) fn handle_events(inner: &Arc<Inner>, shared: &Arc<ConnShared>, events
             shared.wake();
         }
     }
+    sync_gauge(inner, shared);
+}
+
+/// A link closed: if it was still in its handshake, count why it failed.
+fn count_handshake_failure(inner: &Inner, shared: &ConnShared, error: &ProtoError) {
+    if *shared.gauge.lock() != Some(GaugeState::Handshaking) {
+        return;
+    }
+    let why = match error {
+        ProtoError::HandshakeTimeout => RefuseReason::HandshakeTimeout,
+        ProtoError::Auth(_) | ProtoError::NoCommonAuthMethod { .. } => RefuseReason::Auth,
+        ProtoError::Banner(_)
+        | ProtoError::Frame(_)
+        | ProtoError::UnexpectedFrame { .. }
+        | ProtoError::PeerMisbehaved(_)
+        | ProtoError::BadProtocolVersion { .. } => RefuseReason::Protocol,
+        _ => return,
+    };
+    inner.stats.refused(why);
+}
+
+/// Count the session in the stats gauge of its current state, and end its admission
+/// "handshaking" slot once it has left the handshake.
+pub(crate) fn sync_gauge(inner: &Inner, shared: &ConnShared) {
+    let now = match shared.state.lock().proto.state() {
+        State::Accepting | State::Connecting | State::Wait => Some(GaugeState::Handshaking),
+        State::Open => Some(GaugeState::Open),
+        State::Standby => Some(GaugeState::Standby),
+        State::Closed => None,
+    };
+    set_gauge(inner, shared, now);
+}
+
+fn set_gauge(inner: &Inner, shared: &ConnShared, now: Option<GaugeState>) {
+    let mut g = shared.gauge.lock();
+    if *g == now {
+        return;
+    }
+    match (*g, now) {
+        (Some(a), Some(b)) => inner.stats.conn_transition(a, b),
+        (Some(a), None) => inner.stats.conn_leave(a),
+        (None, Some(b)) => inner.stats.conn_enter(b),
+        (None, None) => {}
+    }
+    *g = now;
+    drop(g);
+    if now != Some(GaugeState::Handshaking) {
+        if let Some(t) = shared.ticket.lock().as_mut() {
+            t.handshake_done();
+        }
+    }
+}
+
+/// The session's writer thread could not start: close it where it stands (no lock
+/// other than its own is taken, so this is safe under the session-table lock).
+pub(crate) fn abandon(inner: &Inner, shared: &ConnShared) {
+    shared.state.lock().proto.mark_down(Instant::now());
+    shared.closed.store(true, Ordering::Release);
+    inner.all.lock().remove(&shared.id);
+    session_ended(inner, shared);
+}
+
+/// The session's writer thread is exiting: it no longer counts anywhere.
+pub(crate) fn session_ended(inner: &Inner, shared: &ConnShared) {
+    set_gauge(inner, shared, None);
+    shared.ticket.lock().take();
 }
 
 /// Write the farewell bytes of a closed link (bounded), then shut its socket.
@@ -551,6 +626,7 @@ pub(crate) fn writer_loop(inner: Arc<Inner>, shared: Arc<ConnShared>) {
             for io in links {
                 io.close();
             }
+            session_ended(&inner, &shared);
             return;
         }
         let now = Instant::now();

@@ -21,7 +21,7 @@
 //! ```
 
 use std::collections::HashMap;
-use std::net::{SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -36,6 +36,7 @@ use crate::proto::{Connection as ProtoConn, Mode, Policy, ProtoConfig};
 use crate::wire::msgr2::Limits;
 use crate::wire::types::{AddrType, AddrVec, EntityAddr, EntityName, EntityType};
 
+use super::admission::{Admission, ConnectionLimits, Ticket};
 use super::conn::{self, ConnShared, ConnectionRef};
 use super::transport::{self, Transport};
 use super::{Config, Dispatcher, Error, FaultInjector, Stats, StatsSnapshot, Throttle};
@@ -69,6 +70,7 @@ pub struct Inner {
     pub(crate) faults: Arc<FaultInjector>,
     pub(crate) dispatch_throttle: Throttle,
     pub(crate) method_cache: Mutex<HashMap<SocketAddr, u32>>,
+    pub(crate) admission: Arc<Admission>,
     next_id: AtomicU64,
     next_link: AtomicU64,
     shutdown: AtomicBool,
@@ -138,9 +140,12 @@ impl Inner {
         proto: ProtoConn,
         peer: EntityAddr,
         target: Option<SocketAddr>,
+        ticket: Ticket,
     ) -> Arc<ConnShared> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let shared = ConnShared::new(id, proto, peer, target);
+        *shared.ticket.lock() = Some(ticket);
+        conn::sync_gauge(self, &shared);
         self.all.lock().insert(id, shared.clone());
         let inner = self.clone();
         let s2 = shared.clone();
@@ -148,6 +153,7 @@ impl Inner {
             conn::writer_loop(inner, s2)
         }) {
             warn!("cannot start a writer thread: {e}");
+            conn::abandon(self, &shared);
         }
         shared
     }
@@ -278,7 +284,9 @@ impl MessengerBuilder {
                         .saturating_add(c.max_data_len),
             ),
         };
+        let limits = ConnectionLimits::from_config(&self.config);
         let inner = Arc::new(Inner {
+            admission: Admission::new(limits),
             faults: FaultInjector::new(&self.config.fault),
             dispatch_throttle: Throttle::new("dispatch", 0, self.config.dispatch_throttle_bytes),
             config: self.config,
@@ -299,6 +307,7 @@ impl MessengerBuilder {
             inner.spawn("ms-accepter".into(), move || accept_loop(i2, l))?;
             info!("{} listening on {}", inner.proto.name, my_addr);
         }
+        info!("{}", inner.admission.limits());
         Ok(Messenger { inner })
     }
 }
@@ -369,6 +378,14 @@ impl Messenger {
                 return Ok(conn::conn_ref(&self.inner, s));
             }
         }
+        let ticket = self.inner.admission.admit_outgoing().map_err(|r| {
+            self.inner
+                .admission
+                .note_refusal(&self.inner.stats, None, &r);
+            Error::Refused {
+                reason: format!("cannot connect to {addr}: {r}"),
+            }
+        })?;
         let proto = ProtoConn::outgoing(
             self.inner.proto.clone(),
             Box::new(SystemRng::new()),
@@ -376,7 +393,7 @@ impl Messenger {
             peer_type,
             Instant::now(),
         );
-        let shared = self.inner.new_session(proto, peer, Some(addr));
+        let shared = self.inner.new_session(proto, peer, Some(addr), ticket);
         table.insert(key, shared.clone());
         drop(table);
         // The first event is ReconnectDue: let the writer connect.
@@ -424,9 +441,25 @@ impl Messenger {
         }
     }
 
-    /// A snapshot of the counters.
+    /// A snapshot of the counters (connections by state, threads, bytes and
+    /// messages, throttle waits, faults, refusals by reason).
     pub fn stats(&self) -> StatsSnapshot {
-        self.inner.stats.snapshot()
+        let mut s = self.inner.stats.snapshot();
+        s.throttle_waits += self.inner.dispatch_throttle.stats().waits;
+        s.faults_injected += self.inner.faults.socket_failures() + self.inner.faults.delays();
+        s
+    }
+
+    /// The connection limits in force: the cap (configured or derived), the
+    /// handshake and per-IP caps, and the process limits the cap was derived from.
+    pub fn limits(&self) -> &ConnectionLimits {
+        self.inner.admission.limits()
+    }
+
+    /// Sessions counted against the connection cap right now (incoming and
+    /// outgoing, from admission until their writer thread exits).
+    pub fn live_connections(&self) -> usize {
+        self.inner.admission.live()
     }
 
     /// Handles on every session in the table.
@@ -465,6 +498,11 @@ fn accept_loop(inner: Arc<Inner>, listener: TcpListener) {
         if inner.is_shutdown() {
             return;
         }
+        let Some(ticket) = admit(&inner, stream, peer) else {
+            continue;
+        };
+        let stream = ticket.1;
+        let ticket = ticket.0;
         if let Err(e) = transport::configure_stream(&stream, &inner.config) {
             warn!("cannot configure socket from {peer}: {e}");
             continue;
@@ -483,8 +521,26 @@ fn accept_loop(inner: Arc<Inner>, listener: TcpListener) {
             link,
             Instant::now(),
         );
-        let shared = inner.new_session(proto, EntityAddr::new(AddrType::MSGR2, peer, 0), None);
+        let shared = inner.new_session(
+            proto,
+            EntityAddr::new(AddrType::MSGR2, peer, 0),
+            None,
+            ticket,
+        );
         conn::attach_link(&inner, &shared, link, transport);
         shared.wake();
+    }
+}
+
+/// Admission control for an accepted socket, before any thread is spawned: over a
+/// limit, the socket is closed at once, the refusal counted and (rate-limited) logged.
+fn admit(inner: &Arc<Inner>, stream: TcpStream, peer: SocketAddr) -> Option<(Ticket, TcpStream)> {
+    match inner.admission.admit_incoming(peer) {
+        Ok(t) => Some((t, stream)),
+        Err(r) => {
+            drop(stream);
+            inner.admission.note_refusal(&inner.stats, Some(peer), &r);
+            None
+        }
     }
 }

@@ -14,11 +14,13 @@
 //! | [`transport`] | socket setup, listeners, connects with a timeout, and read/write halves that wake each other |
 //! | [`fault`] | [`FaultInjector`]: seeded, reproducible socket failures and delays |
 //! | [`limits`] | [`ResourceLimits`]: how many connections this process can afford, from `/proc` |
+//! | [`admission`] | [`ConnectionLimits`]: the caps in force, and clean refusal beyond them |
 //! | [`stats`] | [`Stats`]: lock-free counters and printable snapshots |
 //!
 //! The messenger itself (`messenger.rs`, `conn/`, `sessions.rs`) plugs into these.
 #![allow(clippy::disallowed_methods)]
 
+pub mod admission;
 pub mod config;
 pub mod conn;
 pub mod dispatch;
@@ -33,6 +35,7 @@ pub mod transport;
 use std::fmt;
 use std::io;
 
+pub use admission::{ConnectionLimits, Refusal};
 pub use config::{Config, ConfigError, FaultConfig};
 pub use dispatch::{ChannelDispatcher, Dispatcher, Event, FnDispatcher};
 pub use fault::{FaultInjector, SeededRng};
