@@ -315,3 +315,76 @@ fn stalled_handshakes_do_not_lock_out_a_legitimate_client() {
     cli.shutdown();
     srv.shutdown();
 }
+
+#[test]
+fn serve_prints_limits_and_stats_and_echoes() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_simplemsgr"))
+        .args([
+            "-q",
+            "-o",
+            "ms_max_connections=5",
+            "serve",
+            "--bind",
+            "127.0.0.1:0",
+            "--duration-secs",
+            "20",
+            "--stats-interval",
+            "0.2",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = crossbeam_channel::unbounded::<String>();
+    let out = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().take(10_000) {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let next = || rx.recv_timeout(T).expect("serve printed nothing in time");
+    let first = next();
+    let addr: SocketAddr = first
+        .split_whitespace()
+        .find_map(|w| w.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {first:?}"));
+    assert!(first.contains("msgr2 messenger"), "{first}");
+    let limits = next();
+    assert!(
+        limits.starts_with("max connections 5 (configured ms_max_connections"),
+        "{limits}"
+    );
+    let mut header = Vec::new();
+    for _ in 0..20 {
+        let l = next();
+        if l.contains("connection cap") {
+            header.push(l);
+            break;
+        }
+        header.push(l);
+    }
+    assert!(header.iter().any(|l| l.contains("bound by")), "{header:?}");
+    let (cli, ev) = client(5);
+    let c = cli.connect(addr, EntityType::OSD).unwrap();
+    c.send(msg(7, 300)).unwrap();
+    assert_eq!(recv_messages(&ev, 1, T), vec![7]);
+    // A stats line that counts our connection and the echoed message.
+    let mut seen = None;
+    let end = Instant::now() + T;
+    while seen.is_none() && Instant::now() < end {
+        let l = next();
+        if l.contains("1 live / cap 5") && l.contains("conns 1 open") && l.contains("in 1 msgs") {
+            seen = Some(l);
+        }
+    }
+    assert!(seen.is_some(), "no stats line with the connection");
+    cli.shutdown();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    reader.join().unwrap();
+}

@@ -347,7 +347,14 @@ fn cli_unreachable_peer_fails_with_exit_1() {
 #[test]
 fn cli_serve_ping_and_bench_against_it() {
     let mut serve = bin()
-        .args(["serve", "--bind", "127.0.0.1:0", "--duration-secs", "30"])
+        .args([
+            "serve",
+            "--raw",
+            "--bind",
+            "127.0.0.1:0",
+            "--duration-secs",
+            "30",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
