@@ -166,8 +166,10 @@ impl ConnectionRef {
             drain(&mut st.proto)
         };
         self.shared.wake();
-        if !events.is_empty() {
-            if let Some(inner) = self.msgr.upgrade() {
+        if let Some(inner) = self.msgr.upgrade() {
+            // Counted when queued: the writer sees bytes, not messages.
+            inner.stats.msg_out();
+            if !events.is_empty() {
                 handle_events(&inner, &self.shared, events);
             }
         }
@@ -454,14 +456,25 @@ fn spawn_reader(inner: &Arc<Inner>, shared: Arc<ConnShared>, link: LinkId, read:
     }
 }
 
+/// Read size of an idle connection (see `reader_loop`).
+const IDLE_READ: usize = 4096;
+
 /// Read bytes, feed the state machine, act on its events; until the link dies.
 fn reader_loop(inner: Arc<Inner>, mut shared: Arc<ConnShared>, link: LinkId, read: ReadHalf) {
     let mut reader = inner.faults.wrap_reader(read, link);
-    let mut buf = BytesMut::with_capacity(64 * 1024);
+    // An idle connection blocks in read(); the buffer it blocks with stays resident, so
+    // it is small (IDLE_READ) unless the last read filled what it asked for (data is
+    // streaming in: read big, as the state machine hints).
+    let mut buf = BytesMut::with_capacity(IDLE_READ);
     let mut hint = 64 * 1024;
+    let mut drained = true;
     loop {
         let start = buf.len();
-        let want = hint.clamp(4096, 16 << 20);
+        let want = if drained && start == 0 {
+            IDLE_READ
+        } else {
+            hint.clamp(IDLE_READ, 16 << 20)
+        };
         buf.resize(start + want, 0);
         let n = match reader.read(&mut buf[start..]) {
             Ok(0) => {
@@ -486,6 +499,7 @@ fn reader_loop(inner: Arc<Inner>, mut shared: Arc<ConnShared>, link: LinkId, rea
             }
         };
         buf.truncate(start + n);
+        drained = n < want;
         inner.stats.add_bytes_in(n as u64);
         loop {
             let (events, still_ours) = {
