@@ -388,3 +388,54 @@ fn serve_prints_limits_and_stats_and_echoes() {
     child.wait().unwrap();
     reader.join().unwrap();
 }
+
+/// Many clients whose connect attempt failed at the same instant do not retry in
+/// lock-step: each delay is the backoff shortened by a random fraction of up to
+/// `backoff_jitter`; with no jitter they all retry at the same instant.
+#[test]
+fn reconnect_delays_are_jittered() {
+    use simplemsgr::crypto::SeededRng;
+    use simplemsgr::proto::{Connection, Error as ProtoError, ProtoConfig};
+    use simplemsgr::wire::types::{AddrType, AddrVec, EntityAddr};
+    let delays = |jitter: f64| -> Vec<Duration> {
+        let now = Instant::now();
+        let mut cfg = ProtoConfig::new("client.1".parse().unwrap(), AddrVec::default());
+        cfg.backoff_jitter = jitter;
+        cfg.policies.default = Policy::lossless_client();
+        let cfg = Arc::new(cfg);
+        let peer = EntityAddr::new(AddrType::MSGR2, "127.0.0.1:1".parse().unwrap(), 0);
+        (0..200u64)
+            .map(|seed| {
+                let mut c = Connection::outgoing(
+                    cfg.clone(),
+                    Box::new(SeededRng::new(seed)),
+                    peer,
+                    EntityType::OSD,
+                    now,
+                );
+                c.start_link(1, now);
+                c.link_failed(1, ProtoError::Transport("refused".into()), now);
+                c.poll_timeout().expect("a reconnect is scheduled") - now
+            })
+            .collect()
+    };
+    let initial = Duration::from_millis(200);
+    let d = delays(0.2);
+    assert!(
+        d.iter()
+            .all(|d| *d <= initial && *d >= initial.mul_f64(0.8)),
+        "{d:?}"
+    );
+    let (min, max) = (d.iter().min().unwrap(), d.iter().max().unwrap());
+    assert!(
+        *max - *min >= Duration::from_millis(30),
+        "spread {min:?}..{max:?}"
+    );
+    let distinct: std::collections::HashSet<_> = d.iter().collect();
+    assert!(
+        distinct.len() >= 150,
+        "only {} distinct delays",
+        distinct.len()
+    );
+    assert!(delays(0.0).iter().all(|d| *d == initial));
+}

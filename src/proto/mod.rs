@@ -130,6 +130,9 @@ pub struct ProtoConfig {
     pub backoff_initial: Duration,
     /// Longest reconnect delay.
     pub backoff_max: Duration,
+    /// Randomness (0..=1) in reconnect delays, so that peers that lost the same server
+    /// at once do not return in lock-step (see `msgr2::Connection`'s `fail_link`).
+    pub backoff_jitter: f64,
     /// Protected frames per direction and key before the link is closed and re-keyed.
     pub max_frames_per_key: u64,
     /// Compute and check CRCs on plain MSG frames.
@@ -162,6 +165,7 @@ impl ProtoConfig {
             handshake_timeout: Duration::from_secs(30),
             backoff_initial: Duration::from_millis(200),
             backoff_max: Duration::from_secs(15),
+            backoff_jitter: 0.2,
             max_frames_per_key: 1 << 32,
             crc: true,
             max_batch_bytes: 256 * 1024,

@@ -272,6 +272,7 @@ impl MessengerBuilder {
         proto.handshake_timeout = c.handshake_timeout;
         proto.backoff_initial = c.initial_backoff;
         proto.backoff_max = c.max_backoff;
+        proto.backoff_jitter = c.backoff_jitter;
         proto.crc = c.crc;
         proto.limits = Limits {
             max_front: c.max_front_len,

@@ -640,18 +640,21 @@ impl Connection {
             return;
         }
         self.state = State::Connecting;
+        // Jitter: many clients that lose one server at once must not come back in
+        // lock-step (a reconnect storm). `j` is the configured fraction, `u` uniform in 0..=1.
+        let j = self.cfg.backoff_jitter.clamp(0.0, 1.0);
+        let u = {
+            let mut b = [0u8; 2];
+            self.rng.fill(&mut b);
+            f64::from(u16::from_le_bytes(b)) / f64::from(u16::MAX)
+        };
         if was_open {
+            // The first attempt comes soon, spread over [0, j × initial backoff).
             self.backoff = self.cfg.backoff_initial;
-            self.reconnect_at = Some(now);
+            self.reconnect_at = Some(now + self.cfg.backoff_initial.mul_f64(j * u));
         } else {
-            let jitter = {
-                let mut b = [0u8; 2];
-                self.rng.fill(&mut b);
-                // Up to +20% so that many clients do not return in lock-step.
-                self.backoff
-                    .mul_f64(f64::from(u16::from_le_bytes(b)) / f64::from(u16::MAX) * 0.2)
-            };
-            self.reconnect_at = Some(now + self.backoff + jitter);
+            // Each later delay is shortened by a random fraction of up to j.
+            self.reconnect_at = Some(now + self.backoff.mul_f64(1.0 - j * u));
             self.backoff = (self.backoff * 2).min(self.cfg.backoff_max);
         }
     }
