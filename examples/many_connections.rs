@@ -2,8 +2,13 @@
 //! in-process messenger echo server, one echo each.
 //!
 //! ```text
-//! cargo run --release --example many_connections -- [--conns 5000] [--client-threads 16]
+//! cargo run --release --example many_connections -- [--conns 5000] [--client-threads 16] [--burst 2000]
 //! ```
+//!
+//! After the connections are measured, the clients open a burst of `--burst` raw
+//! connects that never handshake (a connect storm; the server refuses what exceeds
+//! `ms_max_handshaking` and the rest stall), and echo once more on every established
+//! connection while the burst is there.
 //!
 //! The server is a normal [`Messenger`] (two threads per connection) in this process.
 //! The clients run in a *child process* (this same binary with `--client ADDR`), and
@@ -16,7 +21,8 @@
 //! Reported: the server's RSS, memory mappings and threads per connection (from
 //! `/proc/self/status` and `/proc/self/maps`, before and after), the time to handshake
 //! all connections and the accept rate, the time for one echo on each, the time to
-//! tear everything down, and the connection cap the defaults derive on this machine.
+//! tear everything down, the time for the burst and for the echoes under it, and the
+//! connection cap the defaults derive on this machine.
 #![allow(clippy::disallowed_methods)]
 
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
@@ -51,9 +57,11 @@ fn main() {
     let conns: usize = get("--conns").map_or(5000, |v| v.parse().expect("--conns N"));
     let threads: usize =
         get("--client-threads").map_or(16, |v| v.parse().expect("--client-threads N"));
+    let burst: usize = get("--burst").map_or(2000, |v| v.parse().expect("--burst N"));
+    let clients_burst = |a, n, t| clients(a, n, t, burst);
     let result = match get("--client") {
-        Some(addr) => clients(addr.parse().expect("--client ADDR"), conns, threads.max(1)),
-        None => server(conns, threads.max(1)),
+        Some(addr) => clients_burst(addr.parse().expect("--client ADDR"), conns, threads.max(1)),
+        None => server(conns, threads.max(1), burst),
     };
     if let Err(e) = result {
         eprintln!("many_connections: {e}");
@@ -109,7 +117,7 @@ fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> Option<Duratio
     None
 }
 
-fn server(n: usize, client_threads: usize) -> Result<(), String> {
+fn server(n: usize, client_threads: usize, burst: usize) -> Result<(), String> {
     let rss0 = proc_status_kib("VmRSS:");
     let echo = FnDispatcher::new(|c: &simplemsgr::runtime::ConnectionRef, m| {
         let _ = c.send(m);
@@ -139,6 +147,7 @@ fn server(n: usize, client_threads: usize) -> Result<(), String> {
     let mut child = Command::new(exe)
         .args(["--client", &addr.to_string(), "--conns", &n.to_string()])
         .args(["--client-threads", &client_threads.to_string()])
+        .args(["--burst", &burst.to_string()])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -208,8 +217,14 @@ fn server(n: usize, client_threads: usize) -> Result<(), String> {
         srv.limits().resources.derived_cap,
         srv.limits().resources.binding
     );
+    // A burst of connects that never handshake: the established ones keep echoing.
+    let mut stdin = child.stdin.take().ok_or("no child stdin")?;
+    writeln!(stdin, "burst").map_err(|e| format!("child stdin: {e}"))?;
+    let under = line("the burst")?;
+    println!("clients: {under}");
+    println!("server stats after the burst: {}", srv.stats());
     // Let the clients go; time the teardown.
-    drop(child.stdin.take());
+    drop(stdin);
     let t = Instant::now();
     let _ = child.wait();
     let gone = wait_until(Duration::from_secs(60), || srv.live_connections() == 0);
@@ -336,7 +351,7 @@ fn client_config(id: u32) -> Arc<ProtoConfig> {
     Arc::new(cfg)
 }
 
-fn clients(addr: SocketAddr, n: usize, threads: usize) -> Result<(), String> {
+fn clients(addr: SocketAddr, n: usize, threads: usize, burst: usize) -> Result<(), String> {
     let barrier = Arc::new(Barrier::new(threads + 1));
     let start = Instant::now();
     let handles: Vec<_> = (0..threads)
@@ -369,8 +384,23 @@ fn clients(addr: SocketAddr, n: usize, threads: usize) -> Result<(), String> {
                 }
                 let took = t0.elapsed();
                 barrier.wait();
+                // The burst: raw connects that never handshake, while we echo again.
+                barrier.wait();
+                let bshare = burst / threads + usize::from(t < burst % threads);
+                let raw: Vec<TcpStream> = (0..bshare)
+                    .filter_map(|_| TcpStream::connect_timeout(&addr, IO_TIMEOUT).ok())
+                    .collect();
+                barrier.wait();
+                for (i, c) in mine.iter_mut().enumerate() {
+                    if let Err(e) = c.echo(1_000_000 + i as u32) {
+                        eprintln!("client thread {t}, echo under burst {i}: {e}");
+                        std::process::exit(1);
+                    }
+                }
+                barrier.wait();
                 // Hold the connections until the parent closes our stdin.
                 barrier.wait();
+                drop(raw);
                 drop(mine);
                 Ok(took)
             })
@@ -389,8 +419,28 @@ fn clients(addr: SocketAddr, n: usize, threads: usize) -> Result<(), String> {
     }
     println!("echoed {n} in {:.3}s", t1.elapsed().as_secs_f64());
     let _ = std::io::stdout().flush();
+    // The parent measures, then says "burst".
+    let mut stdin = BufReader::new(std::io::stdin());
+    let mut cmd = String::new();
+    let _ = stdin.read_line(&mut cmd);
+    let t2 = Instant::now();
+    barrier.wait();
+    if !wait_barrier(&barrier, PHASE_LIMIT) {
+        return abort("the burst did not finish in time".into());
+    }
+    let connected = t2.elapsed();
+    let t3 = Instant::now();
+    if !wait_barrier(&barrier, PHASE_LIMIT) {
+        return abort("echoes under the burst did not finish in time".into());
+    }
+    println!(
+        "burst of {burst} raw connects in {:.3}s, then one echo on each of {n} in {:.3}s",
+        connected.as_secs_f64(),
+        t3.elapsed().as_secs_f64()
+    );
+    let _ = std::io::stdout().flush();
     let mut sink = Vec::new();
-    let _ = std::io::stdin().read_to_end(&mut sink);
+    let _ = stdin.read_to_end(&mut sink);
     barrier.wait();
     for h in handles {
         if let Ok(Err(e)) = h.join() {
