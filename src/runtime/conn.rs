@@ -540,9 +540,13 @@ pub(crate) fn writer_loop(inner: Arc<Inner>, shared: Arc<ConnShared>) {
             }
             let connect = std::mem::take(&mut st.connect_due);
             let mut io = None;
+            // Take bytes only for a link whose socket is attached: the acceptor starts
+            // this thread before `attach_link`, and bytes taken now would be lost.
             if let Some(link) = st.proto.link_id() {
-                if st.proto.poll_transmit(link, now, &mut out) {
-                    io = st.links.get(&link).cloned().map(|io| (link, io));
+                if let Some(lio) = st.links.get(&link).cloned() {
+                    if st.proto.poll_transmit(link, now, &mut out) {
+                        io = Some((link, lio));
+                    }
                 }
             }
             (drain(&mut st.proto), connect, io, st.proto.poll_timeout())

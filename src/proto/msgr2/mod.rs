@@ -574,15 +574,15 @@ impl Connection {
     }
 
     fn push_link_closed(&mut self, mut link: Link, error: Error, initiator: Initiator) {
-        // Tell the peer why, unless it told us or the transport is gone.
-        if initiator != Initiator::Peer {
-            if let Some(reason) = error.close_reason() {
-                let close = Frame::Close(Close {
-                    reason,
-                    message: error.to_string(),
-                });
-                let _ = link.queue(&close, &mut *self.rng);
-            }
+        // Tell the peer why (§3.4: a frame that fails authentication is answered with
+        // CLOSE(PROTOCOL) too, although the peer "initiated" it). `close_reason` is `None`
+        // when the peer told us (CLOSE), the transport is gone, or the banner was bad.
+        if let Some(reason) = error.close_reason() {
+            let close = Frame::Close(Close {
+                reason,
+                message: error.to_string(),
+            });
+            let _ = link.queue(&close, &mut *self.rng);
         }
         if !link.out.is_empty() {
             let out = std::mem::take(&mut link.out);
