@@ -292,10 +292,10 @@ struct FrameTamper {
 }
 
 impl FrameTamper {
-    fn new(edit: impl FnMut(usize, Direction, &Unit) -> Vec<Vec<u8>> + Send + 'static) -> Box<Self> {
+    fn new(edit: Edit) -> Box<Self> {
         Box::new(FrameTamper {
             parsers: HashMap::new(),
-            edit: Box::new(edit),
+            edit,
         })
     }
 }
@@ -561,7 +561,7 @@ fn signed_lossless_attacks_detected_and_session_recovers() {
         lock(&LOGS).clear();
         let hits = Arc::new(Mutex::new(0));
         let edit = attack_edit(attack, hits.clone());
-        let p = Pair::start(Setup::secret(Mode::Signed, true), FrameTamper { parsers: HashMap::new(), edit }.boxed());
+        let p = Pair::start(Setup::secret(Mode::Signed, true), FrameTamper::new(edit));
         for i in 0..N {
             p.conn.send(test_msg(i)).unwrap();
         }
@@ -593,7 +593,7 @@ fn secure_lossy_attacks_detected_nothing_delivered() {
         lock(&LOGS).clear();
         let hits = Arc::new(Mutex::new(0));
         let edit = attack_edit(attack, hits.clone());
-        let p = Pair::start(Setup::secret(Mode::Secure, false), FrameTamper { parsers: HashMap::new(), edit }.boxed());
+        let p = Pair::start(Setup::secret(Mode::Secure, false), FrameTamper::new(edit));
         for i in 0..N {
             p.conn.send(test_msg(i)).unwrap();
         }
@@ -618,8 +618,337 @@ fn secure_lossy_attacks_detected_nothing_delivered() {
     }
 }
 
-impl FrameTamper {
-    fn boxed(self) -> Box<Self> {
-        Box::new(self)
+
+/// An edit that rewrites the plain AUTH_DONE (tag, le64 flags, signature) sent in `dir` on
+/// connection 0 to flags 0, fixing up nothing else. Counts the hits.
+fn strip_auth_done(dir: Direction, hits: Arc<Mutex<usize>>) -> Edit {
+    Box::new(move |conn, d, u| {
+        let mut b = u.bytes.clone();
+        if conn == 0 && d == dir && u.form == Form::Plain && u.tag == Some(Tag::AUTH_DONE) {
+            let flags = u64::from_le_bytes(b[1..9].try_into().unwrap());
+            assert_ne!(flags, 0, "the sender asked for protection");
+            b[1..9].fill(0);
+            *lock(&hits) += 1;
+        }
+        vec![b]
+    })
+}
+
+/// FLAG_SIGNED or FLAG_ENCRYPTED stripped from either AUTH_DONE: the receiving side's
+/// AUTH_DONE check fails (the client's signature covers its flags; the client insists the
+/// server echo its flags), the link closes with that reason, and nothing is delivered.
+#[test]
+fn stripped_protection_flags_fail_the_auth_done_check() {
+    let _g = begin();
+    let cases = [
+        (Mode::Signed, C2S, "client AUTH_DONE signature does not verify"),
+        (Mode::Secure, C2S, "client AUTH_DONE signature does not verify"),
+        (Mode::Signed, S2C, "server AUTH_DONE flags differ from ours"),
+        (Mode::Secure, S2C, "server AUTH_DONE flags differ from ours"),
+    ];
+    for (mode, dir, why) in cases {
+        lock(&LOGS).clear();
+        let hits = Arc::new(Mutex::new(0));
+        let edit = strip_auth_done(dir, hits.clone());
+        let p = Pair::start(Setup::secret(mode, false), FrameTamper::new(edit));
+        p.conn.send(test_msg(0)).unwrap();
+        let case = format!("{mode:?} {dir:?}");
+        let line = expect_log(&["link", "closed (", why], &case);
+        // The side that received the stripped AUTH_DONE detected it.
+        assert_eq!(line.contains(&p.relay_tag()), dir == S2C, "{case}: {line}");
+        // ... and told the other side, which reports it too.
+        let other = expect_log(&["peer closed the connection (PROTOCOL)", why], &case);
+        assert_eq!(other.contains(&p.relay_tag()), dir == C2S, "{case}: {other}");
+        assert!(
+            common::wait_for(&p.cevents, WAIT, |e| matches!(e, Event::Reset(_))).is_some(),
+            "{case}: the lossy client reports a reset"
+        );
+        let (got, events) = drain_for(&p.sevents, Duration::from_millis(200));
+        assert!(got.is_empty(), "{case}: nothing delivered: {got:?}");
+        if dir == C2S {
+            assert!(
+                !events.iter().any(|e| e.contains("accepted")),
+                "{case}: the server never accepted the session: {events:?}"
+            );
+        }
+        // (With the server's AUTH_DONE stripped, the server has verified the client's
+        // AUTH_DONE and accepted the pipelined IDENT/START; the client refuses.)
+        assert_eq!(*lock(&hits), 1, "{case}: stripped once");
+        p.stop();
     }
+}
+
+/// A client that prefers NONE and falls back to SECRET, and a server that allows SECRET
+/// and a second (unimplemented) method, so that the server sends AUTH_METHODS.
+fn fallback_setup() -> Setup {
+    let mut client_auth = AuthConfig::secret_client("client.admin", the_key());
+    client_auth.client_methods = vec![Method::NONE, Method::SECRET];
+    let mut server_auth = AuthConfig::secret_server(keyring());
+    server_auth.server_methods = vec![Method::SECRET, Method(0x20)];
+    Setup {
+        mode: Mode::Signed,
+        server_min: Mode::Signed,
+        lossless: false,
+        client_auth,
+        server_auth,
+        max_frames: None,
+        echo: false,
+    }
+}
+
+/// An edit rewriting the method list of AUTH_METHODS (s2c, connection 0).
+fn edit_methods(f: impl Fn(&mut Vec<u32>) + Send + 'static, hits: Arc<Mutex<usize>>) -> Edit {
+    Box::new(move |conn, d, u| {
+        let mut b = u.bytes.clone();
+        if conn == 0 && d == S2C && u.form == Form::Plain && u.tag == Some(Tag::AUTH_METHODS) {
+            let n = u32::from_le_bytes(b[1..5].try_into().unwrap()) as usize;
+            let mut methods: Vec<u32> = (0..n)
+                .map(|i| u32::from_le_bytes(b[5 + 4 * i..9 + 4 * i].try_into().unwrap()))
+                .collect();
+            assert_eq!(methods, vec![0x10, 0x20], "the server's list");
+            f(&mut methods);
+            assert_eq!(methods.len(), n, "same length: nothing else to fix up");
+            for (i, m) in methods.iter().enumerate() {
+                b[5 + 4 * i..9 + 4 * i].copy_from_slice(&m.to_le_bytes());
+            }
+            *lock(&hits) += 1;
+        }
+        vec![b]
+    })
+}
+
+/// AUTH_METHODS edited in flight. Reordered (the client still picks SECRET): both sides
+/// derive keys from different transcripts, so the server's check of the client's
+/// AUTH_DONE fails. Downgraded to NONE: the server refuses the method a second time.
+/// Untampered, the same fallback succeeds (the control run).
+#[test]
+fn altered_auth_methods_are_detected() {
+    let _g = begin();
+    // Control: the fallback NONE -> SECRET works without a man in the middle.
+    let p = Pair::start(fallback_setup(), Box::new(Pass));
+    p.conn.send(test_msg(0)).unwrap();
+    assert_eq!(recv_n(&p.sevents, 1, WAIT), vec![0], "control run delivers");
+    assert_eq!(p.conn.state(), simplemsgr::proto::msgr2::State::Open);
+    p.stop();
+
+    lock(&LOGS).clear();
+    let hits = Arc::new(Mutex::new(0));
+    let edit = edit_methods(|m| m.reverse(), hits.clone());
+    let p = Pair::start(fallback_setup(), FrameTamper::new(edit));
+    p.conn.send(test_msg(0)).unwrap();
+    let why = "client AUTH_DONE signature does not verify (transcript altered or wrong key)";
+    let line = expect_log(&["link", "closed (", why], "reordered");
+    assert!(!line.contains(&p.relay_tag()), "the server detected it: {line}");
+    expect_log(&[&p.relay_tag(), "peer closed the connection (PROTOCOL)", why], "reordered");
+    let (got, _) = drain_for(&p.sevents, Duration::from_millis(200));
+    assert!(got.is_empty(), "reordered: nothing delivered: {got:?}");
+    assert_eq!(*lock(&hits), 1);
+    p.stop();
+
+    lock(&LOGS).clear();
+    let hits = Arc::new(Mutex::new(0));
+    let edit = edit_methods(|m| m[0] = 0x01, hits.clone());
+    let p = Pair::start(fallback_setup(), FrameTamper::new(edit));
+    p.conn.send(test_msg(0)).unwrap();
+    let refused = common::wait_for(&p.cevents, WAIT, |e| matches!(e, Event::Refused(..)));
+    let Some(Event::Refused(_, text)) = refused else {
+        panic!("downgrade: the client reports a refusal");
+    };
+    assert!(text.contains("AUTH_METHOD"), "downgrade: {text}");
+    expect_log(&["link", "closed (", "no common auth method"], "downgrade (server)");
+    let (got, _) = drain_for(&p.sevents, Duration::from_millis(200));
+    assert!(got.is_empty(), "downgrade: nothing delivered: {got:?}");
+    assert_eq!(*lock(&hits), 1);
+    p.stop();
+}
+
+/// Wrong key, unknown entity, method not allowed, encryption required: the client's
+/// `handle_refused` receives a clear message, the server logs its side, nothing is
+/// delivered, and the (lossless!) client does not retry: the relay sees one TCP
+/// connection over a few seconds. The four run side by side to share the wait.
+#[test]
+fn permanent_errors_are_clear_on_both_sides_and_not_retried() {
+    let _g = begin();
+    let wrong_key = {
+        let mut s = Setup::secret(Mode::Secure, true);
+        s.client_auth = AuthConfig::secret_client("client.admin", Secret::new(&[7u8; 16]));
+        s
+    };
+    let unknown = {
+        let mut s = Setup::secret(Mode::Secure, true);
+        s.client_auth = AuthConfig::secret_client("client.bob", the_key());
+        s
+    };
+    let no_method = {
+        let mut s = Setup::secret(Mode::Plain, true);
+        s.client_auth = AuthConfig::none();
+        s.server_min = Mode::Plain;
+        s
+    };
+    let needs_secure = {
+        let mut s = Setup::secret(Mode::Signed, true);
+        s.server_min = Mode::Secure;
+        s
+    };
+    // (name, setup, text the client's handle_refused gets, text the server logs)
+    let cases = [
+        ("wrong key", wrong_key, "could not prove it holds our key", "peer closed the connection (AUTH_FAILED)"),
+        ("unknown entity", unknown, "unknown entity client.bob", "no key is known for entity \"client.bob\""),
+        ("method not allowed", no_method, "no common auth method", "peer closed the connection (AUTH_METHOD)"),
+        ("encryption required", needs_secure, "requires Secure mode", "server requires Secure mode"),
+    ];
+    let started = Instant::now();
+    let mut pairs = Vec::new();
+    for (name, setup, client_text, server_text) in cases {
+        let p = Pair::start(setup, Box::new(Pass));
+        p.conn.send(test_msg(0)).unwrap();
+        pairs.push((name, p, client_text, server_text));
+    }
+    for (name, p, client_text, server_text) in &pairs {
+        let refused = common::wait_for(&p.cevents, WAIT, |e| matches!(e, Event::Refused(..)));
+        let Some(Event::Refused(_, text)) = refused else {
+            panic!("{name}: the client's handle_refused was called");
+        };
+        assert!(text.contains(client_text), "{name}: client sees {text:?}");
+        let line = expect_log(&["link", "closed (", server_text], name);
+        assert!(!line.contains(&p.relay_tag()), "{name}: server side: {line}");
+    }
+    // A bounded wait of a few seconds (well above the 0.2 s initial backoff).
+    let until = started + Duration::from_secs(3);
+    std::thread::sleep(until.saturating_duration_since(Instant::now()));
+    for (name, p, _, _) in &pairs {
+        assert_eq!(p.relay.connections(), 1, "{name}: no reconnect storm");
+        let (got, events) = drain_for(&p.sevents, Duration::from_millis(10));
+        assert!(got.is_empty(), "{name}: nothing delivered");
+        assert!(!events.iter().any(|e| e.contains("accepted")), "{name}: {events:?}");
+        let (_, more) = drain_for(&p.cevents, Duration::from_millis(10));
+        assert!(more.is_empty(), "{name}: refused once and only once: {more:?}");
+        assert!(p.conn.send(test_msg(1)).is_err(), "{name}: the session is closed");
+    }
+    for (_, p, _, _) in pairs {
+        p.stop();
+    }
+}
+
+/// A full connection's client→server bytes, recorded by the relay and replayed into a
+/// fresh connection to the server: the server's new nonce makes the recorded proof fail,
+/// so nothing past authentication is accepted.
+#[test]
+fn replay_into_a_later_connection_fails_authentication() {
+    let _g = begin();
+    let (rec, recording) = Record::new(Box::new(Pass));
+    let p = Pair::start(Setup::secret(Mode::Signed, true), Box::new(rec));
+    for i in 0..5 {
+        p.conn.send(test_msg(i)).unwrap();
+    }
+    assert_eq!(recv_n(&p.sevents, 5, WAIT), vec![0, 1, 2, 3, 4]);
+    // Let the server's acks settle, so the recording holds the whole conversation.
+    std::thread::sleep(Duration::from_millis(100));
+    let c2s = recording.bytes(0, C2S);
+    let units = StreamParser::default().push(&c2s);
+    let msgs = units.iter().filter(|u| u.msg_index.is_some()).count();
+    assert_eq!(msgs, 5, "the recording holds the five MSG frames");
+    lock(&LOGS).clear();
+
+    let addr = p.server.listen_addr().unwrap();
+    let mut s = TcpStream::connect_timeout(&addr, WAIT).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(&c2s).unwrap();
+    let mut reply = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + WAIT;
+    while Instant::now() < deadline {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => reply.extend_from_slice(&buf[..n]),
+        }
+    }
+    // The server answered in plain form: banner, AUTH (a fresh nonce), CLOSE(AUTH_FAILED).
+    let units = StreamParser::default().push(&reply);
+    let tags: Vec<Option<Tag>> = units.iter().map(|u| u.tag).collect();
+    assert_eq!(
+        tags,
+        vec![None, Some(Tag::AUTH), Some(Tag::CLOSE)],
+        "banner, AUTH, CLOSE"
+    );
+    let mut d = Deframer::new(Limits::default());
+    d.push(&units[2].bytes);
+    let close = d.next_frame(&mut RxProtector::plain()).unwrap().unwrap().frame;
+    let Frame::Close(close) = close else { panic!("a CLOSE") };
+    assert_eq!(close.reason, CloseReason::AUTH_FAILED);
+    assert!(close.message.contains("client.admin"), "{:?}", close.message);
+    expect_log(&["link", "closed (", "proved a different key"], "replay");
+    let (got, events) = drain_for(&p.sevents, Duration::from_millis(300));
+    assert!(got.is_empty(), "nothing from the replay is delivered: {got:?}");
+    assert!(!events.iter().any(|e| e.contains("accepted")), "{events:?}");
+    // The genuine session is untouched.
+    p.conn.send(test_msg(5)).unwrap();
+    assert_eq!(recv_n(&p.sevents, 1, WAIT), vec![5]);
+    p.stop();
+}
+
+/// With `max_frames_per_key` lowered to 20, a lossless session keeps delivering 200
+/// messages exactly once and in order: each side closes with CLOSE(REKEY) before its
+/// counter would reach the limit and the session resumes with fresh keys.
+#[test]
+fn frame_counter_exhaustion_rekeys_by_reconnecting() {
+    let _g = begin();
+    for mode in [Mode::Signed, Mode::Secure] {
+        lock(&LOGS).clear();
+        let mut s = Setup::secret(mode, true);
+        s.max_frames = Some(20);
+        let p = Pair::start(s, Box::new(Pass));
+        for i in 0..200 {
+            p.conn.send(test_msg(i)).unwrap();
+        }
+        let got = recv_n(&p.sevents, 200, Duration::from_secs(20));
+        assert_eq!(got, (0..200).collect::<Vec<_>>(), "{mode:?}: exactly once, in order");
+        let conns = p.relay.connections();
+        assert!(conns >= 10, "{mode:?}: 200 frames / 20 per key needs fresh keys: {conns}");
+        let tag = p.relay_tag();
+        let rekeys = |client: bool| {
+            lock(&LOGS)
+                .iter()
+                .filter(|l| l.contains("closed (Local): frame counter limit reached"))
+                .filter(|l| l.contains(&tag) == client)
+                .count()
+        };
+        assert!(rekeys(true) > 0, "{mode:?}: the client ran out and rekeyed");
+        assert!(rekeys(false) > 0, "{mode:?}: the server ran out and rekeyed");
+        expect_log(&["peer closed the connection (REKEY)"], "the peer is told");
+        let bad = count_log(&["closed (", "frame failed authentication"])
+            + count_log(&["closed (", "exceeded the frame limit"]);
+        assert_eq!(bad, 0, "{mode:?}: no frame beyond the limit was ever sent");
+        let (extra, _) = drain_for(&p.sevents, Duration::from_millis(100));
+        assert!(extra.is_empty(), "{mode:?}: nothing twice: {extra:?}");
+        p.stop();
+    }
+}
+
+/// A relay that splits every write, both ways, into pieces of at most 7 bytes changes
+/// nothing: an encrypted lossless session echoes 40 messages in order on one connection.
+#[test]
+fn seven_byte_pieces_change_nothing() {
+    let _g = begin();
+    let mut s = Setup::secret(Mode::Secure, true);
+    s.echo = true;
+    let split = Split {
+        dir: None,
+        max: 7,
+        gap: Duration::from_micros(20),
+    };
+    let p = Pair::start(s, Box::new(split));
+    for i in 0..40 {
+        p.conn.send(test_msg(i)).unwrap();
+    }
+    let got = recv_n(&p.cevents, 40, Duration::from_secs(20));
+    assert_eq!(got, (0..40).collect::<Vec<_>>());
+    assert_eq!(p.relay.connections(), 1, "one connection throughout");
+    for dir in [C2S, S2C] {
+        let sizes = p.relay.write_sizes(0, dir);
+        assert!(sizes.len() > 100, "{dir:?}: many pieces ({})", sizes.len());
+        assert!(sizes.iter().all(|&n| n <= 7), "{dir:?}: every piece at most 7 bytes");
+    }
+    assert_eq!(count_log(&["link", "closed ("]), 0, "no link closed");
+    p.stop();
 }
