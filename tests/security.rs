@@ -246,12 +246,9 @@ impl StreamParser {
                 if self.buf.len() < 20 {
                     return Ok(None);
                 }
-                let length = u32::from_le_bytes([
-                    self.buf[16],
-                    self.buf[17],
-                    self.buf[18],
-                    self.buf[19],
-                ]) as usize;
+                let length =
+                    u32::from_le_bytes([self.buf[16], self.buf[17], self.buf[18], self.buf[19]])
+                        as usize;
                 if length == 0 || length > 64 << 20 {
                     return Err(format!("implausible protected length {length}"));
                 }
@@ -367,7 +364,10 @@ fn attack_edit(attack: Attack, hits: Arc<Mutex<usize>>) -> Edit {
         let Some(i) = u.msg_index else {
             return vec![u.bytes.clone()];
         };
-        assert!(matches!(u.form, Form::Protected(_)), "MSG frames are protected");
+        assert!(
+            matches!(u.form, Form::Protected(_)),
+            "MSG frames are protected"
+        );
         if i == TARGET {
             *lock(&hits) += 1;
         }
@@ -497,8 +497,14 @@ impl Pair {
     fn stop(self) {
         self.client.shutdown();
         self.server.shutdown();
-        assert!(self.client.wait(Duration::from_secs(5)), "client threads exit");
-        assert!(self.server.wait(Duration::from_secs(5)), "server threads exit");
+        assert!(
+            self.client.wait(Duration::from_secs(5)),
+            "client threads exit"
+        );
+        assert!(
+            self.server.wait(Duration::from_secs(5)),
+            "server threads exit"
+        );
         drop(self.relay);
     }
 }
@@ -567,10 +573,17 @@ fn signed_lossless_attacks_detected_and_session_recovers() {
         }
         eprintln!("=== {attack:?}");
         let got = recv_n(&p.sevents, N as usize, WAIT);
-        assert_eq!(got, (0..N).collect::<Vec<_>>(), "{attack:?}: exactly once, in order");
+        assert_eq!(
+            got,
+            (0..N).collect::<Vec<_>>(),
+            "{attack:?}: exactly once, in order"
+        );
         assert_eq!(*lock(&hits), 1, "{attack:?}: the attack fired once");
         let line = expect_log(&["link", "closed (Peer)", BAD_SIG], &format!("{attack:?}"));
-        assert!(!line.contains(&p.relay_tag()), "{attack:?}: the server detected it: {line}");
+        assert!(
+            !line.contains(&p.relay_tag()),
+            "{attack:?}: the server detected it: {line}"
+        );
         // The client learns why from the server's CLOSE.
         expect_log(
             &[&p.relay_tag(), "closed (Peer)", "PROTOCOL", BAD_SIG],
@@ -578,7 +591,10 @@ fn signed_lossless_attacks_detected_and_session_recovers() {
         );
         assert!(p.relay.connections() >= 2, "{attack:?}: it reconnected");
         let (extra, _) = drain_for(&p.sevents, Duration::from_millis(100));
-        assert!(extra.is_empty(), "{attack:?}: nothing delivered twice: {extra:?}");
+        assert!(
+            extra.is_empty(),
+            "{attack:?}: nothing delivered twice: {extra:?}"
+        );
         p.stop();
     }
 }
@@ -598,10 +614,16 @@ fn secure_lossy_attacks_detected_nothing_delivered() {
             p.conn.send(test_msg(i)).unwrap();
         }
         let line = expect_log(&["link", "closed (Peer)", BAD_SIG], &format!("{attack:?}"));
-        assert!(!line.contains(&p.relay_tag()), "{attack:?}: the server detected it: {line}");
+        assert!(
+            !line.contains(&p.relay_tag()),
+            "{attack:?}: the server detected it: {line}"
+        );
         assert_eq!(*lock(&hits), 1, "{attack:?}: the attack fired once");
         let reset = common::wait_for(&p.cevents, WAIT, |e| matches!(e, Event::Reset(_)));
-        assert!(reset.is_some(), "{attack:?}: the lossy client reports a reset");
+        assert!(
+            reset.is_some(),
+            "{attack:?}: the lossy client reports a reset"
+        );
         let (got, _) = drain_for(&p.sevents, Duration::from_millis(200));
         // A replayed copy follows a genuine original, which is delivered.
         let before = match attack {
@@ -613,11 +635,14 @@ fn secure_lossy_attacks_detected_nothing_delivered() {
             (0..before).collect::<Vec<_>>(),
             "{attack:?}: only the messages before the attack"
         );
-        assert_eq!(p.relay.connections(), 1, "{attack:?}: a lossy client does not reconnect");
+        assert_eq!(
+            p.relay.connections(),
+            1,
+            "{attack:?}: a lossy client does not reconnect"
+        );
         p.stop();
     }
 }
-
 
 /// An edit that rewrites the plain AUTH_DONE (tag, le64 flags, signature) sent in `dir` on
 /// connection 0 to flags 0, fixing up nothing else. Counts the hits.
@@ -641,8 +666,16 @@ fn strip_auth_done(dir: Direction, hits: Arc<Mutex<usize>>) -> Edit {
 fn stripped_protection_flags_fail_the_auth_done_check() {
     let _g = begin();
     let cases = [
-        (Mode::Signed, C2S, "client AUTH_DONE signature does not verify"),
-        (Mode::Secure, C2S, "client AUTH_DONE signature does not verify"),
+        (
+            Mode::Signed,
+            C2S,
+            "client AUTH_DONE signature does not verify",
+        ),
+        (
+            Mode::Secure,
+            C2S,
+            "client AUTH_DONE signature does not verify",
+        ),
         (Mode::Signed, S2C, "server AUTH_DONE flags differ from ours"),
         (Mode::Secure, S2C, "server AUTH_DONE flags differ from ours"),
     ];
@@ -658,7 +691,11 @@ fn stripped_protection_flags_fail_the_auth_done_check() {
         assert_eq!(line.contains(&p.relay_tag()), dir == S2C, "{case}: {line}");
         // ... and told the other side, which reports it too.
         let other = expect_log(&["peer closed the connection (PROTOCOL)", why], &case);
-        assert_eq!(other.contains(&p.relay_tag()), dir == C2S, "{case}: {other}");
+        assert_eq!(
+            other.contains(&p.relay_tag()),
+            dir == C2S,
+            "{case}: {other}"
+        );
         assert!(
             common::wait_for(&p.cevents, WAIT, |e| matches!(e, Event::Reset(_))).is_some(),
             "{case}: the lossy client reports a reset"
@@ -738,8 +775,14 @@ fn altered_auth_methods_are_detected() {
     p.conn.send(test_msg(0)).unwrap();
     let why = "client AUTH_DONE signature does not verify (transcript altered or wrong key)";
     let line = expect_log(&["link", "closed (", why], "reordered");
-    assert!(!line.contains(&p.relay_tag()), "the server detected it: {line}");
-    expect_log(&[&p.relay_tag(), "peer closed the connection (PROTOCOL)", why], "reordered");
+    assert!(
+        !line.contains(&p.relay_tag()),
+        "the server detected it: {line}"
+    );
+    expect_log(
+        &[&p.relay_tag(), "peer closed the connection (PROTOCOL)", why],
+        "reordered",
+    );
     let (got, _) = drain_for(&p.sevents, Duration::from_millis(200));
     assert!(got.is_empty(), "reordered: nothing delivered: {got:?}");
     assert_eq!(*lock(&hits), 1);
@@ -755,7 +798,10 @@ fn altered_auth_methods_are_detected() {
         panic!("downgrade: the client reports a refusal");
     };
     assert!(text.contains("AUTH_METHOD"), "downgrade: {text}");
-    expect_log(&["link", "closed (", "no common auth method"], "downgrade (server)");
+    expect_log(
+        &["link", "closed (", "no common auth method"],
+        "downgrade (server)",
+    );
     let (got, _) = drain_for(&p.sevents, Duration::from_millis(200));
     assert!(got.is_empty(), "downgrade: nothing delivered: {got:?}");
     assert_eq!(*lock(&hits), 1);
@@ -792,10 +838,30 @@ fn permanent_errors_are_clear_on_both_sides_and_not_retried() {
     };
     // (name, setup, text the client's handle_refused gets, text the server logs)
     let cases = [
-        ("wrong key", wrong_key, "could not prove it holds our key", "peer closed the connection (AUTH_FAILED)"),
-        ("unknown entity", unknown, "unknown entity client.bob", "no key is known for entity \"client.bob\""),
-        ("method not allowed", no_method, "no common auth method", "peer closed the connection (AUTH_METHOD)"),
-        ("encryption required", needs_secure, "requires Secure mode", "server requires Secure mode"),
+        (
+            "wrong key",
+            wrong_key,
+            "could not prove it holds our key",
+            "peer closed the connection (AUTH_FAILED)",
+        ),
+        (
+            "unknown entity",
+            unknown,
+            "unknown entity client.bob",
+            "no key is known for entity \"client.bob\"",
+        ),
+        (
+            "method not allowed",
+            no_method,
+            "no common auth method",
+            "peer closed the connection (AUTH_METHOD)",
+        ),
+        (
+            "encryption required",
+            needs_secure,
+            "requires Secure mode",
+            "server requires Secure mode",
+        ),
     ];
     let started = Instant::now();
     let mut pairs = Vec::new();
@@ -811,7 +877,10 @@ fn permanent_errors_are_clear_on_both_sides_and_not_retried() {
         };
         assert!(text.contains(client_text), "{name}: client sees {text:?}");
         let line = expect_log(&["link", "closed (", server_text], name);
-        assert!(!line.contains(&p.relay_tag()), "{name}: server side: {line}");
+        assert!(
+            !line.contains(&p.relay_tag()),
+            "{name}: server side: {line}"
+        );
     }
     // A bounded wait of a few seconds (well above the 0.2 s initial backoff).
     let until = started + Duration::from_secs(3);
@@ -820,10 +889,19 @@ fn permanent_errors_are_clear_on_both_sides_and_not_retried() {
         assert_eq!(p.relay.connections(), 1, "{name}: no reconnect storm");
         let (got, events) = drain_for(&p.sevents, Duration::from_millis(10));
         assert!(got.is_empty(), "{name}: nothing delivered");
-        assert!(!events.iter().any(|e| e.contains("accepted")), "{name}: {events:?}");
+        assert!(
+            !events.iter().any(|e| e.contains("accepted")),
+            "{name}: {events:?}"
+        );
         let (_, more) = drain_for(&p.cevents, Duration::from_millis(10));
-        assert!(more.is_empty(), "{name}: refused once and only once: {more:?}");
-        assert!(p.conn.send(test_msg(1)).is_err(), "{name}: the session is closed");
+        assert!(
+            more.is_empty(),
+            "{name}: refused once and only once: {more:?}"
+        );
+        assert!(
+            p.conn.send(test_msg(1)).is_err(),
+            "{name}: the session is closed"
+        );
     }
     for (_, p, _, _) in pairs {
         p.stop();
@@ -873,13 +951,26 @@ fn replay_into_a_later_connection_fails_authentication() {
     );
     let mut d = Deframer::new(Limits::default());
     d.push(&units[2].bytes);
-    let close = d.next_frame(&mut RxProtector::plain()).unwrap().unwrap().frame;
-    let Frame::Close(close) = close else { panic!("a CLOSE") };
+    let close = d
+        .next_frame(&mut RxProtector::plain())
+        .unwrap()
+        .unwrap()
+        .frame;
+    let Frame::Close(close) = close else {
+        panic!("a CLOSE")
+    };
     assert_eq!(close.reason, CloseReason::AUTH_FAILED);
-    assert!(close.message.contains("client.admin"), "{:?}", close.message);
+    assert!(
+        close.message.contains("client.admin"),
+        "{:?}",
+        close.message
+    );
     expect_log(&["link", "closed (", "proved a different key"], "replay");
     let (got, events) = drain_for(&p.sevents, Duration::from_millis(300));
-    assert!(got.is_empty(), "nothing from the replay is delivered: {got:?}");
+    assert!(
+        got.is_empty(),
+        "nothing from the replay is delivered: {got:?}"
+    );
     assert!(!events.iter().any(|e| e.contains("accepted")), "{events:?}");
     // The genuine session is untouched.
     p.conn.send(test_msg(5)).unwrap();
@@ -902,9 +993,16 @@ fn frame_counter_exhaustion_rekeys_by_reconnecting() {
             p.conn.send(test_msg(i)).unwrap();
         }
         let got = recv_n(&p.sevents, 200, Duration::from_secs(20));
-        assert_eq!(got, (0..200).collect::<Vec<_>>(), "{mode:?}: exactly once, in order");
+        assert_eq!(
+            got,
+            (0..200).collect::<Vec<_>>(),
+            "{mode:?}: exactly once, in order"
+        );
         let conns = p.relay.connections();
-        assert!(conns >= 10, "{mode:?}: 200 frames / 20 per key needs fresh keys: {conns}");
+        assert!(
+            conns >= 10,
+            "{mode:?}: 200 frames / 20 per key needs fresh keys: {conns}"
+        );
         let tag = p.relay_tag();
         let rekeys = |client: bool| {
             lock(&LOGS)
@@ -914,7 +1012,10 @@ fn frame_counter_exhaustion_rekeys_by_reconnecting() {
                 .count()
         };
         assert!(rekeys(true) > 0, "{mode:?}: the client ran out and rekeyed");
-        assert!(rekeys(false) > 0, "{mode:?}: the server ran out and rekeyed");
+        assert!(
+            rekeys(false) > 0,
+            "{mode:?}: the server ran out and rekeyed"
+        );
         expect_log(&["peer closed the connection (REKEY)"], "the peer is told");
         let bad = count_log(&["closed (", "frame failed authentication"])
             + count_log(&["closed (", "exceeded the frame limit"]);
@@ -947,7 +1048,10 @@ fn seven_byte_pieces_change_nothing() {
     for dir in [C2S, S2C] {
         let sizes = p.relay.write_sizes(0, dir);
         assert!(sizes.len() > 100, "{dir:?}: many pieces ({})", sizes.len());
-        assert!(sizes.iter().all(|&n| n <= 7), "{dir:?}: every piece at most 7 bytes");
+        assert!(
+            sizes.iter().all(|&n| n <= 7),
+            "{dir:?}: every piece at most 7 bytes"
+        );
     }
     assert_eq!(count_log(&["link", "closed ("]), 0, "no link closed");
     p.stop();
