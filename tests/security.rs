@@ -1056,3 +1056,57 @@ fn seven_byte_pieces_change_nothing() {
     assert_eq!(count_log(&["link", "closed ("]), 0, "no link closed");
     p.stop();
 }
+
+/// A frame cut short and then the end of the stream (the relay swallows everything after
+/// the first 30 bytes of MSG frame [`TARGET`], then the client hangs up): the server names
+/// the truncated frame, and delivers only the messages before it.
+#[test]
+fn truncated_frame_then_eof_is_named() {
+    let _g = begin();
+    let cut = Arc::new(Mutex::new(false));
+    let flag = cut.clone();
+    let edit: Edit = Box::new(move |conn, dir, u| {
+        if conn != 0 || dir != C2S {
+            return vec![u.bytes.clone()];
+        }
+        let mut cut = lock(&flag);
+        if *cut {
+            return vec![];
+        }
+        if u.msg_index == Some(TARGET) {
+            *cut = true;
+            return vec![u.bytes[..30].to_vec()];
+        }
+        vec![u.bytes.clone()]
+    });
+    let p = Pair::start(Setup::secret(Mode::Signed, false), FrameTamper::new(edit));
+    for i in 0..N {
+        p.conn.send(test_msg(i)).unwrap();
+    }
+    let got = recv_n(&p.sevents, TARGET, WAIT);
+    assert_eq!(got, (0..TARGET as u32).collect::<Vec<_>>());
+    // Wait until the relay has cut the stream, then hang up the client.
+    let deadline = Instant::now() + WAIT;
+    while !*lock(&cut) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(*lock(&cut), "the relay cut the frame");
+    p.conn.mark_down();
+    let line = expect_log(
+        &[
+            "closed (Peer)",
+            "in the middle of a frame (30 bytes of it received)",
+        ],
+        "truncated",
+    );
+    assert!(
+        !line.contains(&p.relay_tag()),
+        "the server reports it: {line}"
+    );
+    let (more, _) = drain_for(&p.sevents, Duration::from_millis(200));
+    assert!(
+        more.is_empty(),
+        "nothing after the cut is delivered: {more:?}"
+    );
+    p.stop();
+}
