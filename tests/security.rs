@@ -317,22 +317,35 @@ impl Tamper for FrameTamper {
 /// The attacks on one MSG frame of the first connection's client→server stream.
 #[derive(Clone, Copy, Debug)]
 enum Attack {
+    /// A bit of the 16-byte confounder (frame header).
     FlipConfounder,
+    /// A set bit of the le32 `length` cleared (frame header): the frame claims to be shorter.
     FlipLength,
+    /// A bit of the tag (MSG 0x20 becomes ACK 0x21).
     FlipTag,
+    /// A bit inside ceph_msg_header2.
+    FlipMsgHeader,
+    /// A bit of the message front (payload).
     FlipPayload,
+    /// A bit of the HMAC / GCM tag.
     FlipSignature,
+    /// A bit of the random padding after the signature.
     FlipPadding,
+    /// The frame's last 9 bytes removed; the stream goes on with the next frame.
     Truncate,
+    /// The frame sent twice in a row.
     ReplaySame,
+    /// The frame and the next one exchanged.
     Swap,
+    /// The frame removed.
     Drop,
 }
 
-const ATTACKS: [Attack; 10] = [
+const ATTACKS: [Attack; 11] = [
     Attack::FlipConfounder,
     Attack::FlipLength,
     Attack::FlipTag,
+    Attack::FlipMsgHeader,
     Attack::FlipPayload,
     Attack::FlipSignature,
     Attack::FlipPadding,
@@ -381,6 +394,8 @@ fn attack_edit(attack: Attack, hits: Arc<Mutex<usize>>) -> Edit {
                 vec![flip(u, at, bit.expect("a set bit in the length"))]
             }
             (Attack::FlipTag, TARGET) => vec![flip(u, u.body().start, 0x01)],
+            // A byte inside ceph_msg_header2 (73 bytes after the tag).
+            (Attack::FlipMsgHeader, TARGET) => vec![flip(u, u.body().start + 1 + 10, 0x02)],
             (Attack::FlipPayload, TARGET) => vec![flip(u, u.body().end - 7, 0x80)],
             (Attack::FlipSignature, TARGET) => vec![flip(u, u.signature().start + 3, 0x04)],
             (Attack::FlipPadding, TARGET) => {
