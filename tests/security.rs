@@ -878,12 +878,22 @@ fn permanent_errors_are_clear_on_both_sides_and_not_retried() {
             "server requires Secure mode",
         ),
     ];
+    // Which side refuses, with which CLOSE reason.
+    let refusals = [
+        (C2S, CloseReason::AUTH_FAILED),
+        (S2C, CloseReason::AUTH_FAILED),
+        (C2S, CloseReason::AUTH_METHOD),
+        (S2C, CloseReason::MODE_REQUIRED),
+    ];
     let started = Instant::now();
     let mut pairs = Vec::new();
+    let mut recordings = Vec::new();
     for (name, setup, client_text, server_text) in cases {
-        let p = Pair::start(setup, Box::new(Pass));
+        let (rec, recording) = Record::new(Box::new(Pass));
+        let p = Pair::start(setup, Box::new(rec));
         p.conn.send(test_msg(0)).unwrap();
         pairs.push((name, p, client_text, server_text));
+        recordings.push(recording);
     }
     for (name, p, client_text, server_text) in &pairs {
         let refused = common::wait_for(&p.cevents, WAIT, |e| matches!(e, Event::Refused(..)));
@@ -918,9 +928,38 @@ fn permanent_errors_are_clear_on_both_sides_and_not_retried() {
             "{name}: the session is closed"
         );
     }
+    // The refusing side sent exactly one CLOSE, with the reason code; the other side none.
+    for (((name, ..), rec), (dir, reason)) in pairs.iter().zip(&recordings).zip(refusals) {
+        let sent = closes(&rec.bytes(0, dir));
+        assert_eq!(sent.len(), 1, "{name}: one CLOSE {dir:?}: {sent:?}");
+        assert_eq!(sent[0].0, reason, "{name}: {sent:?}");
+        let other = if dir == C2S { S2C } else { C2S };
+        assert_eq!(
+            closes(&rec.bytes(0, other)),
+            vec![],
+            "{name}: no CLOSE back"
+        );
+    }
     for (_, p, _, _) in pairs {
         p.stop();
     }
+}
+
+/// The plain CLOSE frames (reason, message) in one direction's recorded stream.
+fn closes(stream: &[u8]) -> Vec<(CloseReason, String)> {
+    let mut out = Vec::new();
+    for u in StreamParser::default().push(stream) {
+        if u.form == Form::Plain && u.tag == Some(Tag::CLOSE) {
+            let mut d = Deframer::new(Limits::default());
+            d.push(&u.bytes);
+            if let Ok(Some(decoded)) = d.next_frame(&mut RxProtector::plain()) {
+                if let Frame::Close(c) = decoded.frame {
+                    out.push((c.reason, c.message));
+                }
+            }
+        }
+    }
+    out
 }
 
 /// A full connection's client→server bytes, recorded by the relay and replayed into a

@@ -585,6 +585,7 @@ impl Connection {
             // proof for NAME"), which reveals no local configuration.
             let message = match &error {
                 Error::Auth(e) => e.close_message(),
+                Error::ModeRefused(m) => m.clone(),
                 other => other.to_string(),
             };
             let close = Frame::Close(Close { reason, message });
