@@ -461,12 +461,12 @@ fn reader_loop(inner: Arc<Inner>, mut shared: Arc<ConnShared>, link: LinkId, rea
         let n = match reader.read(&mut buf[start..]) {
             Ok(0) => {
                 buf.truncate(start);
-                fail(
-                    &inner,
-                    &shared,
-                    link,
-                    ProtoError::Transport("peer closed the connection".into()),
-                );
+                // Bytes still buffered are an incomplete frame (or banner): say so.
+                let why = match buf.len() {
+                    0 => "peer closed the connection".to_string(),
+                    n => format!("peer closed the connection in the middle of a frame ({n} bytes of it received)"),
+                };
+                fail(&inner, &shared, link, ProtoError::Transport(why));
                 return;
             }
             Ok(n) => n,
