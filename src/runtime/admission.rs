@@ -1,8 +1,8 @@
 //! Admission control (project issue 7): how many connections the messenger takes on,
 //! and the clean refusal beyond that.
 //!
-//! Every session holds a [`Ticket`] for its whole life (from admission until its writer
-//! thread exits). The ticket counts it in the live total, in its peer IP's count (incoming
+//! Every session holds a [`Slot`] for its whole life (from admission until its writer
+//! thread exits). The slot counts it in the live total, in its peer IP's count (incoming
 //! only) and, until its handshake ends, in the handshaking count (incoming only). The
 //! acceptor asks [`Admission::admit_incoming`] *before* it spawns anything: a refused
 //! socket is closed at once and costs no thread. [`Admission::admit_outgoing`] lets
@@ -166,13 +166,13 @@ pub struct Admission {
 
 /// A session's place in the counts; released when dropped.
 #[derive(Debug)]
-pub struct Ticket {
+pub struct Slot {
     adm: Arc<Admission>,
     ip: Option<IpAddr>,
     handshaking: bool,
 }
 
-impl Ticket {
+impl Slot {
     /// The handshake ended (the session opened, or left handshaking some other way).
     pub fn handshake_done(&mut self) {
         if std::mem::take(&mut self.handshaking) {
@@ -181,7 +181,7 @@ impl Ticket {
     }
 }
 
-impl Drop for Ticket {
+impl Drop for Slot {
     fn drop(&mut self) {
         self.handshake_done();
         self.adm.live.fetch_sub(1, Ordering::AcqRel);
@@ -214,7 +214,7 @@ impl Admission {
         &self.limits
     }
 
-    /// Sessions holding a ticket.
+    /// Sessions holding a slot.
     pub fn live(&self) -> usize {
         self.live.load(Ordering::Acquire)
     }
@@ -248,12 +248,12 @@ impl Admission {
     }
 
     /// Admit an incoming connection from `peer`, or say which bound refuses it.
-    pub fn admit_incoming(self: &Arc<Self>, peer: SocketAddr) -> Result<Ticket, Refusal> {
+    pub fn admit_incoming(self: &Arc<Self>, peer: SocketAddr) -> Result<Slot, Refusal> {
         if !Self::take(&self.live, self.limits.max_connections) {
             return Err(self.cap_refusal());
         }
         // From here on, a refusal drops `t`, which gives the slots back.
-        let mut t = Ticket {
+        let mut t = Slot {
             adm: self.clone(),
             ip: None,
             handshaking: false,
@@ -288,11 +288,11 @@ impl Admission {
     }
 
     /// Admit an outgoing session (only the connection cap applies).
-    pub fn admit_outgoing(self: &Arc<Self>) -> Result<Ticket, Refusal> {
+    pub fn admit_outgoing(self: &Arc<Self>) -> Result<Slot, Refusal> {
         if !Self::take(&self.live, self.limits.max_connections) {
             return Err(self.cap_refusal());
         }
-        Ok(Ticket {
+        Ok(Slot {
             adm: self.clone(),
             ip: None,
             handshaking: false,

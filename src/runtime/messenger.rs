@@ -36,7 +36,7 @@ use crate::proto::{Connection as ProtoConn, Mode, Policy, ProtoConfig};
 use crate::wire::msgr2::Limits;
 use crate::wire::types::{AddrType, AddrVec, EntityAddr, EntityName, EntityType};
 
-use super::admission::{Admission, ConnectionLimits, Ticket};
+use super::admission::{Admission, ConnectionLimits, Slot};
 use super::conn::{self, ConnShared, ConnectionRef};
 use super::transport::{self, Transport};
 use super::{Config, Dispatcher, Error, FaultInjector, Stats, StatsSnapshot, Throttle};
@@ -140,11 +140,11 @@ impl Inner {
         proto: ProtoConn,
         peer: EntityAddr,
         target: Option<SocketAddr>,
-        ticket: Ticket,
+        slot: Slot,
     ) -> Arc<ConnShared> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let shared = ConnShared::new(id, proto, peer, target);
-        *shared.ticket.lock() = Some(ticket);
+        *shared.slot.lock() = Some(slot);
         conn::sync_gauge(self, &shared);
         self.all.lock().insert(id, shared.clone());
         let inner = self.clone();
@@ -379,7 +379,7 @@ impl Messenger {
                 return Ok(conn::conn_ref(&self.inner, s));
             }
         }
-        let ticket = self.inner.admission.admit_outgoing().map_err(|r| {
+        let slot = self.inner.admission.admit_outgoing().map_err(|r| {
             self.inner
                 .admission
                 .note_refusal(&self.inner.stats, None, &r);
@@ -394,11 +394,11 @@ impl Messenger {
             peer_type,
             Instant::now(),
         );
-        let shared = self.inner.new_session(proto, peer, Some(addr), ticket);
+        let shared = self.inner.new_session(proto, peer, Some(addr), slot);
         table.insert(key, shared.clone());
         drop(table);
         // The first event is ReconnectDue: let the writer connect.
-        let events = conn::drain(&mut shared.state.lock().proto);
+        let events = conn::drain(&mut shared.state.lock().proto, &shared, false);
         conn::handle_events(&self.inner, &shared, events);
         Ok(conn::conn_ref(&self.inner, &shared))
     }
@@ -499,11 +499,9 @@ fn accept_loop(inner: Arc<Inner>, listener: TcpListener) {
         if inner.is_shutdown() {
             return;
         }
-        let Some(ticket) = admit(&inner, stream, peer) else {
+        let Some((slot, stream)) = admit(&inner, stream, peer) else {
             continue;
         };
-        let stream = ticket.1;
-        let ticket = ticket.0;
         if let Err(e) = transport::configure_stream(&stream, &inner.config) {
             warn!("cannot configure socket from {peer}: {e}");
             continue;
@@ -522,12 +520,8 @@ fn accept_loop(inner: Arc<Inner>, listener: TcpListener) {
             link,
             Instant::now(),
         );
-        let shared = inner.new_session(
-            proto,
-            EntityAddr::new(AddrType::MSGR2, peer, 0),
-            None,
-            ticket,
-        );
+        let shared =
+            inner.new_session(proto, EntityAddr::new(AddrType::MSGR2, peer, 0), None, slot);
         conn::attach_link(&inner, &shared, link, transport);
         shared.wake();
     }
@@ -535,7 +529,7 @@ fn accept_loop(inner: Arc<Inner>, listener: TcpListener) {
 
 /// Admission control for an accepted socket, before any thread is spawned: over a
 /// limit, the socket is closed at once, the refusal counted and (rate-limited) logged.
-fn admit(inner: &Arc<Inner>, stream: TcpStream, peer: SocketAddr) -> Option<(Ticket, TcpStream)> {
+fn admit(inner: &Arc<Inner>, stream: TcpStream, peer: SocketAddr) -> Option<(Slot, TcpStream)> {
     match inner.admission.admit_incoming(peer) {
         Ok(t) => Some((t, stream)),
         Err(r) => {

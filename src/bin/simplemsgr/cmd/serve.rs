@@ -1,14 +1,15 @@
 //! `simplemsgr serve --bind ADDR`: a messenger echo server, until killed.
 //!
+//! It answers the benchmark protocol (acknowledges bench data that asks for it) and
+//! echoes every other message, so `simplemsgr ping ADDR` and `simplemsgr bench ADDR`
+//! work against it.
+//!
 //! At start it prints the listening address, then the connection limits in force and
 //! the process limits the connection cap was derived from. While it runs it prints a
 //! stats line every `--stats-interval` seconds (connections by state, threads, bytes
 //! and messages, throttle waits, faults, refusals), and a last one when it stops.
 //! Every option of the messenger can be set with `-o KEY=VALUE`, e.g.
 //! `-o ms_max_connections=100 -o ms_max_handshaking=64`.
-//!
-//! `--raw` serves the raw TCP benchmark protocol (`bench/raw.rs`) instead: the
-//! yardstick of `simplemsgr bench ADDR`, and what `simplemsgr ping` speaks for now.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,11 +17,11 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use simplemsgr::proto::Policy;
-use simplemsgr::runtime::{Config, FnDispatcher, Messenger};
+use simplemsgr::runtime::{Config, Messenger};
 use simplemsgr::wire::types::EntityName;
 
 use super::{parse_addr, parse_secs, CliError};
-use crate::bench::raw::RawServer;
+use crate::bench::msgr::BenchServer;
 
 /// Arguments of `simplemsgr serve`.
 #[derive(Debug, Args)]
@@ -37,31 +38,22 @@ pub struct ServeArgs {
     /// Our entity name.
     #[arg(long, value_name = "NAME", default_value = "osd.0")]
     pub name: EntityName,
-    /// Serve the raw TCP benchmark protocol instead of the messenger.
-    #[arg(long)]
-    pub raw: bool,
 }
 
 /// Run the command.
 pub fn run(args: ServeArgs, cfg: &Config) -> Result<(), CliError> {
-    if args.raw {
-        return run_raw(&args, cfg);
-    }
-    let echo = FnDispatcher::new(|conn: &simplemsgr::runtime::ConnectionRef, msg| {
-        let _ = conn.send(msg);
-    });
     let server = Messenger::builder(args.name)
         .config(cfg.clone())
         .bind(args.bind)
-        .default_policy(Policy::stateless_server())
-        .start(Arc::new(echo))
+        .default_policy(Policy::stateful_server())
+        .start(Arc::new(BenchServer))
         .map_err(|e| CliError::failed(format!("cannot listen on {}: {e}", args.bind)))?;
     let addr = server
         .listen_addr()
         .ok_or_else(|| CliError::failed("the messenger has no listening address"))?;
     println!(
-        "simplemsgr serve: {} listening on {addr} (msgr2 messenger, echo)",
-        args.name
+        "simplemsgr serve: listening on {addr} (msgr2, {})",
+        server.my_addr()
     );
     println!("{}", server.limits());
     let started = Instant::now();
@@ -103,21 +95,4 @@ fn print_stats(server: &Messenger, started: Instant) {
         server.limits().max_connections,
         server.stats()
     );
-}
-
-fn run_raw(args: &ServeArgs, cfg: &Config) -> Result<(), CliError> {
-    let server = RawServer::bind(args.bind, cfg)
-        .map_err(|e| CliError::failed(format!("cannot listen on {}: {e}", args.bind)))?;
-    println!(
-        "simplemsgr serve: listening on {} (raw TCP benchmark protocol)",
-        server.addr()
-    );
-    match args.duration_secs {
-        Some(s) => {
-            std::thread::sleep(Duration::from_secs_f64(s));
-            drop(server);
-        }
-        None => server.wait(),
-    }
-    Ok(())
 }
