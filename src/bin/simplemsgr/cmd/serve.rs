@@ -11,6 +11,7 @@
 //! Every option of the messenger can be set with `-o KEY=VALUE`, e.g.
 //! `-o ms_max_connections=100 -o ms_max_handshaking=64`.
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -51,11 +52,11 @@ pub fn run(args: ServeArgs, cfg: &Config) -> Result<(), CliError> {
     let addr = server
         .listen_addr()
         .ok_or_else(|| CliError::failed("the messenger has no listening address"))?;
-    println!(
+    say(format_args!(
         "simplemsgr serve: listening on {addr} (msgr2, {})",
         server.my_addr()
-    );
-    println!("{}", server.limits());
+    ));
+    say(format_args!("{}", server.limits()));
     let started = Instant::now();
     let end = args
         .duration_secs
@@ -88,11 +89,18 @@ pub fn run(args: ServeArgs, cfg: &Config) -> Result<(), CliError> {
 }
 
 fn print_stats(server: &Messenger, started: Instant) {
-    println!(
+    say(format_args!(
         "[{:>9.1}s] {} live / cap {}; {}",
         started.elapsed().as_secs_f64(),
         server.live_connections(),
         server.limits().max_connections,
         server.stats()
-    );
+    ));
+}
+
+/// Print a line on stdout. A server must not die because whoever read its stdout went
+/// away (`println!` panics on a closed pipe): write errors are ignored.
+fn say(line: std::fmt::Arguments<'_>) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}").and_then(|()| out.flush());
 }
