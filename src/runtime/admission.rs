@@ -83,7 +83,7 @@ impl ConnectionLimits {
     pub fn cap_source(&self) -> String {
         if self.configured {
             format!(
-                "configured ms_max_connections; the limits allow {}",
+                "configured ms_max_connections; the process limits allow {}",
                 self.resources.derived_cap
             )
         } else {
@@ -319,11 +319,15 @@ impl Admission {
             || "outgoing connection".to_string(),
             |p| format!("connection from {p}"),
         );
+        let more = if suppressed > 0 {
+            format!("; {suppressed} more refused since the last such message")
+        } else {
+            String::new()
+        };
         log::warn!(
-            "refusing {who}: {r}; {} live, {} handshaking; {suppressed} other refusals in the last {}s",
+            "refusing {who}: {r}; {} live, {} handshaking{more}",
             self.live(),
             self.handshaking(),
-            REFUSAL_LOG_INTERVAL.as_secs()
         );
     }
 }
@@ -358,7 +362,7 @@ mod tests {
         assert_eq!(
             r.to_string(),
             "local limit reached: 3 connections (ms_max_connections = 3, \
-             configured ms_max_connections; the limits allow 6450)"
+             configured ms_max_connections; the process limits allow 6450)"
         );
         assert_eq!(
             a.admit_outgoing().unwrap_err().reason,
