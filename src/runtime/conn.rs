@@ -531,7 +531,9 @@ fn count_handshake_failure(inner: &Inner, shared: &ConnShared, error: &ProtoErro
 }
 
 /// Count the session in the stats gauge of its current state, and end its admission
-/// "handshaking" slot once it has left the handshake.
+/// "handshaking" slot once it has left the handshake. A session that is connecting
+/// (including one waiting out a reconnect backoff, or a lost connection race) counts
+/// as handshaking; a closed one in no gauge.
 pub(crate) fn sync_gauge(inner: &Inner, shared: &ConnShared) {
     let now = match shared.state.lock().proto.state() {
         State::Accepting | State::Connecting | State::Wait => Some(GaugeState::Handshaking),

@@ -10,7 +10,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// The state a connection is counted in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConnState {
-    /// Banner, auth or session handshake in progress.
+    /// Banner, auth or session handshake in progress (for an outgoing session also
+    /// while it waits out a reconnect backoff).
     Handshaking,
     /// Ready: messages flow.
     Open,
