@@ -136,6 +136,11 @@ pub struct ProtoConfig {
     pub crc: bool,
     /// Stop adding messages to one transmit batch beyond this many bytes.
     pub max_batch_bytes: usize,
+    /// A standalone ACK goes out once this many received messages are unacknowledged…
+    pub ack_every: u64,
+    /// …or this long after the first of them arrived (otherwise acknowledgements ride
+    /// on outgoing messages as `ack_seq`).
+    pub ack_delay: Duration,
     /// The messenger's connection-attempt counter.
     pub global_seq: Arc<GlobalSeq>,
     /// Policies by peer type.
@@ -165,6 +170,8 @@ impl ProtoConfig {
             max_frames_per_key: 1 << 32,
             crc: true,
             max_batch_bytes: 256 * 1024,
+            ack_every: 64,
+            ack_delay: Duration::from_millis(2),
             global_seq: Arc::new(GlobalSeq::default()),
             policies: policy::PolicyTable::default(),
         }

@@ -193,6 +193,11 @@ impl Session {
         self.in_seq > self.in_seq_acked
     }
 
+    /// How many received messages the peer has not been told about.
+    pub fn unacked_in(&self) -> u64 {
+        self.in_seq.saturating_sub(self.in_seq_acked)
+    }
+
     /// Record that `in_seq` has been (or is being) acknowledged to the peer; returns it.
     pub fn take_ack(&mut self) -> u64 {
         self.in_seq_acked = self.in_seq;

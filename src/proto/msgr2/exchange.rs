@@ -67,6 +67,9 @@ impl Connection {
                 );
             }
         }
+        if self.ack_due.is_none() {
+            self.ack_due = Some(self.last_rx_time() + self.cfg.ack_delay);
+        }
         let message = msg.into_message();
         self.peer.name = Some(message.src);
         self.events.push_back(Event::Message(message));
