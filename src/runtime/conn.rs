@@ -302,6 +302,10 @@ pub(crate) fn handle_events(inner: &Arc<Inner>, shared: &Arc<ConnShared>, events
             ProtoEvent::AcceptRequest(_) => {
                 // Handled by the reader thread of the incoming link (see `reader_loop`).
             }
+            ProtoEvent::ChunkedAborted { tid, code, message, received, total } => warn!(
+                "conn#{}: peer aborted chunked message tid {tid} ({received}/{total} bytes): code {code}: {message}",
+                shared.id
+            ),
         }
         if shared.state.lock().proto.state() == State::Closed {
             shared.closed.store(true, Ordering::Release);

@@ -5,6 +5,7 @@
 //! by reconnecting (as the connecting side) or by waiting in standby for the peer
 //! (as a `server`), and replays what the peer did not acknowledge.
 
+mod chunk;
 mod client;
 mod exchange;
 mod link;
@@ -29,6 +30,8 @@ use super::policy::Policy;
 use super::session::Session;
 use super::ProtoConfig;
 
+pub use chunk::ChunkError;
+pub use exchange::AbortOutcome;
 use link::Link;
 pub use link::{Phase, Role};
 
@@ -374,6 +377,7 @@ impl Connection {
                         || (l.is_open()
                             && (self.session.has_outgoing()
                                 || self.session.ack_pending()
+                                || l.chunk_tx.pending()
                                 || l.keepalive_ack_due.is_some())))
             })
     }
@@ -574,6 +578,7 @@ impl Connection {
     }
 
     fn push_link_closed(&mut self, mut link: Link, error: Error, initiator: Initiator) {
+        self.return_unfinished(&mut link);
         // Tell the peer why, unless it told us or the transport is gone.
         if initiator != Initiator::Peer {
             if let Some(reason) = error.close_reason() {

@@ -10,7 +10,7 @@ use std::fmt;
 use bytes::{Buf, Bytes, BytesMut};
 
 use super::frame::{max_plain_len, split_msg};
-use super::{Banner, BannerError, Frame, Limits, MsgHeader2, Tag, HEADER2_LEN, MSG_FLAG_CRC};
+use super::{Banner, BannerError, Chunk, Frame, CHUNK_HEAD_LEN, Limits, MsgHeader2, Tag, HEADER2_LEN, MSG_FLAG_CRC};
 use crate::crypto::{Protection, RxProtector};
 use crate::wire::{DecodeError, Reader};
 
@@ -193,6 +193,21 @@ impl Deframer {
                 frame: Frame::Msg(msg),
                 raw,
             }));
+        }
+        if Tag(tag) == Tag::CHUNK {
+            // §7.2: the extent is known from the 29-byte head, like a MSG's.
+            if self.buf.len() < CHUNK_HEAD_LEN {
+                return Ok(None);
+            }
+            let (_, len) = Chunk::read_head(&self.buf[..CHUNK_HEAD_LEN], &self.limits)?;
+            let total = CHUNK_HEAD_LEN + len;
+            if self.buf.len() < total {
+                self.pending = Some((total, Protection::Plain));
+                return Ok(None);
+            }
+            let raw = self.buf.split_to(total).freeze();
+            let frame = Frame::decode(raw.clone(), &self.limits)?;
+            return Ok(Some(Decoded { frame, raw }));
         }
         let Some(max) = max_plain_len(Tag(tag)) else {
             return Err(DecodeError::UnknownTag(tag).into());
