@@ -850,8 +850,10 @@ impl Frame {
                 out.put_len_prefixed(c.message.as_bytes());
             }
             Frame::Chunk(c) => {
-                c.encode_head(out);
-                out.extend_from_slice(&c.data);
+                out.put_le64(c.xid);
+                out.put_le64(c.offset);
+                out.put_le64(c.seq);
+                out.put_len_prefixed(&c.data);
             }
             Frame::ChunkAbort(a) => {
                 out.put_le64(a.xid);
