@@ -417,7 +417,7 @@ fn decode_v1(bytes: &[u8], emit: &mut dyn FnMut(Record)) -> Result<(), DumpError
             let reply = v1::ConnectReply::read(&mut r).map_err(|e| fail(start, e.to_string()))?;
             emit(
                 Record::new(start, r.position() - start, "CONNECT_REPLY")
-                    .text("tag", format!("{:?}", reply.tag))
+                    .text("tag", reply.tag.name().unwrap_or("UNKNOWN"))
                     .text("features", format!("0x{:x}", reply.features))
                     .num("global_seq", reply.global_seq)
                     .num("connect_seq", reply.connect_seq)
@@ -490,7 +490,7 @@ fn decode_v1(bytes: &[u8], emit: &mut dyn FnMut(Record)) -> Result<(), DumpError
             }
             Err(e) => return Err(fail(start, e.to_string())),
         };
-        let rec = Record::new(start, used, frame.tag().to_string());
+        let rec = Record::new(start, used, frame.tag().name().unwrap_or("UNKNOWN"));
         emit(match &frame {
             v1::Frame::Msg(m) => {
                 let h = &m.header;
