@@ -55,6 +55,10 @@ pub struct BenchArgs {
     /// Which measurements to make.
     #[arg(long, value_enum, default_value_t = ModeArg::All)]
     pub mode: ModeArg,
+    /// Head-of-line test instead of the matrix: small-message latency while a 256 MiB
+    /// message is in flight, with and without structured data (see bench/hol.rs).
+    #[arg(long)]
+    pub hol: bool,
 }
 
 const DEFAULT_SIZES: [usize; 4] = [64, 4 << 10, 64 << 10, 1 << 20];
@@ -131,6 +135,9 @@ fn plan(args: &BenchArgs) -> Vec<(Mode, Workload)> {
 
 /// Run the command.
 pub fn run(args: BenchArgs, cfg: &Config, quiet: bool) -> Result<(), CliError> {
+    if args.hol {
+        return crate::bench::hol::run(256 << 20, 500).map_err(CliError::failed);
+    }
     let limits = ResourceLimits::read(cfg.thread_stack_bytes);
     let max_conns = args.conns.iter().copied().max().unwrap_or(8) as usize;
     // In-process, both ends live here: 3 fds and 3 threads per raw connection, and 2
