@@ -270,6 +270,9 @@ impl Connection {
         };
         let budget = self.cfg.max_batch_bytes;
         let name = self.cfg.name;
+        // §7.6: at most one chunk per transmit batch, so a message queued now waits for at
+        // most one chunk (plus what the socket holds), never for the rest of a big message.
+        let mut chunk_sent = false;
         while link.out.len() < budget {
             let mut progressed = false;
             // One message per round: replays strictly in order (no overtaking while a
@@ -311,9 +314,10 @@ impl Connection {
                     link.queue(&frame, &mut *self.rng)?;
                 }
             }
-            // Then at most one chunk of the message in flight.
-            if let Some(t) = &mut link.chunk_tx.active {
+            // Then the batch's one chunk of the message in flight.
+            if let (Some(t), false) = (&mut link.chunk_tx.active, chunk_sent) {
                 progressed = true;
+                chunk_sent = true;
                 let total = t.msg.data.len() as u64;
                 let start = t.next_offset;
                 let end = (start + chunk_size as u64).min(total);
@@ -327,11 +331,19 @@ impl Connection {
                     self.session.commit(&mut t.msg);
                     t.msg.seq
                 };
+                let data = t.msg.data.slice(start as usize..end as usize);
                 let frame = Frame::Chunk(Chunk {
                     xid: t.xid,
                     offset: start,
                     seq,
-                    data: t.msg.data.slice(start as usize..end as usize),
+                    // §7.2: each plain chunk carries its own CRC, so checking costs one
+                    // chunk's worth of time per chunk, never a whole data section at once.
+                    crc: if link.tx.protection() == Protection::Plain {
+                        crate::wire::ceph_crc32c(0, &data)
+                    } else {
+                        0
+                    },
+                    data,
                 });
                 t.next_offset = end;
                 if last {

@@ -293,6 +293,7 @@ fn chunk(xid: u64, offset: u64, len: usize, seq: u64) -> Frame {
         xid,
         offset,
         seq,
+        crc: crate::wire::ceph_crc32c(0, &vec![0u8; len]),
         data: Bytes::from(vec![0u8; len]),
     })
 }

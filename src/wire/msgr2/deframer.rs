@@ -207,6 +207,15 @@ impl Deframer {
             }
             let raw = self.buf.split_to(total).freeze();
             let frame = Frame::decode(raw.clone(), &self.limits)?;
+            // §7.2: a plain CHUNK carries the CRC of its bytes.
+            if let Frame::Chunk(c) = &frame {
+                if crate::wire::ceph_crc32c(0, &c.data) != c.crc {
+                    return Err(DecodeError::Invalid {
+                        what: "CHUNK.crc (mismatch)",
+                    }
+                    .into());
+                }
+            }
             return Ok(Some(Decoded { frame, raw }));
         }
         let Some(max) = max_plain_len(Tag(tag)) else {
@@ -271,6 +280,15 @@ impl Deframer {
                 .into());
             }
             m.verify_crcs()?;
+        }
+        if let Frame::Chunk(c) = &frame {
+            // §7.2: the MAC covers the chunk; its CRC field must be 0.
+            if c.crc != 0 {
+                return Err(DecodeError::Invalid {
+                    what: "CHUNK.crc (non-zero in a protected frame)",
+                }
+                .into());
+            }
         }
         Ok(Some(Decoded {
             frame,

@@ -27,8 +27,8 @@ pub const MAX_CLOSE_REASON: u32 = 1_024;
 pub const MAX_CHUNK_LEN: u32 = 16 * 1024 * 1024;
 /// §7 `MAX_CHUNK_ABORT_MESSAGE`: bytes in a CHUNK_ABORT message.
 pub const MAX_CHUNK_ABORT_MESSAGE: u32 = 1_024;
-/// Bytes of a CHUNK frame before its data: tag, xid, offset, seq, le32 length (§7.2).
-pub const CHUNK_HEAD_LEN: usize = 1 + 8 + 8 + 8 + 4;
+/// Bytes of a CHUNK frame before its data: tag, xid, offset, seq, crc, le32 length (§7.2).
+pub const CHUNK_HEAD_LEN: usize = 1 + 8 + 8 + 8 + 4 + 4;
 
 /// A frame tag. A newtype so that unknown values can be carried and printed.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -488,27 +488,20 @@ impl Msg {
     }
 
     /// The MSG that starts a chunked message (§7.3): header2 with `CHUNKED`, `seq` = the
-    /// transfer id `xid`, `data_len` = the whole data section (whose CRC, in the plain
-    /// form, covers all of it), front and middle, and no data.
+    /// transfer id `xid`, `data_len` = the whole data section, `data_crc` 0 (each CHUNK
+    /// carries its own CRC), front and middle, and no data.
     pub fn chunked(msg: &Message, xid: u64, ack_seq: u64, src: EntityName, crc: bool) -> Msg {
-        let mut m = Msg::from_message(msg, xid, ack_seq, src, crc);
+        let front_only = Message {
+            data: Bytes::new(),
+            ..msg.clone()
+        };
+        let mut m = Msg::from_message(&front_only, xid, ack_seq, src, crc);
         m.header.flags |= MSG_FLAG_CHUNKED;
+        m.header.data_len = u32::try_from(msg.data.len()).unwrap_or(u32::MAX);
         if crc {
             m.header.header_crc = ceph_crc32c(0, &m.header.to_bytes()[..HEADER2_CRC_OFF]);
         }
-        m.data = Bytes::new();
         m
-    }
-
-    /// For an assembled CHUNKED message: with `CRC`, check `data_crc` over the data.
-    pub fn verify_chunked_data_crc(&self) -> Result<(), DecodeError> {
-        if self.header.flags & MSG_FLAG_CRC != 0 && ceph_crc32c(0, &self.data) != self.header.data_crc
-        {
-            return Err(DecodeError::Invalid {
-                what: "header2.data_crc (mismatch after reassembly)",
-            });
-        }
-        Ok(())
     }
 
     /// The user message, with `seq` and `src` filled from the header.
@@ -555,8 +548,14 @@ impl Msg {
                 what: "header2.middle_crc (mismatch)",
             });
         }
-        // A CHUNKED message's data arrives later; its CRC is checked after reassembly.
-        if h.flags & MSG_FLAG_CHUNKED == 0 && ceph_crc32c(0, &self.data) != h.data_crc {
+        // §7.3: a CHUNKED message's data arrives in CHUNKs, each with its own CRC.
+        if h.flags & MSG_FLAG_CHUNKED != 0 {
+            if h.data_crc != 0 {
+                return Err(DecodeError::Invalid {
+                    what: "header2.data_crc (must be 0 in a CHUNKED MSG)",
+                });
+            }
+        } else if ceph_crc32c(0, &self.data) != h.data_crc {
             return Err(DecodeError::Invalid {
                 what: "header2.data_crc (mismatch)",
             });
@@ -615,6 +614,8 @@ pub struct Chunk {
     pub offset: u64,
     /// 0, or the message's sequence number if this chunk completes the message (§7.4).
     pub seq: u64,
+    /// Plain form: Ceph crc32c (seed 0) of `data`; protected forms: 0 (§7.2).
+    pub crc: u32,
     /// The bytes (1..=`MAX_CHUNK_LEN`); a zero-copy slice of the received frame.
     pub data: Bytes,
 }
@@ -625,6 +626,7 @@ impl fmt::Debug for Chunk {
             .field("xid", &self.xid)
             .field("offset", &self.offset)
             .field("seq", &self.seq)
+            .field("crc", &self.crc)
             .field("len", &self.data.len())
             .finish()
     }
@@ -853,6 +855,7 @@ impl Frame {
                 out.put_le64(c.xid);
                 out.put_le64(c.offset);
                 out.put_le64(c.seq);
+                out.put_le32(c.crc);
                 out.put_len_prefixed(&c.data);
             }
             Frame::ChunkAbort(a) => {
@@ -1027,6 +1030,7 @@ impl Frame {
                 let xid = r.le64("CHUNK.xid")?;
                 let offset = r.le64("CHUNK.offset")?;
                 let seq = r.le64("CHUNK.seq")?;
+                let crc = r.le32("CHUNK.crc")?;
                 let data = r.len_prefixed(MAX_CHUNK_LEN, "CHUNK.data")?;
                 if data.is_empty() {
                     return Err(DecodeError::Invalid {
@@ -1037,6 +1041,7 @@ impl Frame {
                     xid,
                     offset,
                     seq,
+                    crc,
                     data: Bytes::copy_from_slice(data),
                 })
             }
@@ -1057,12 +1062,13 @@ impl Frame {
 }
 
 impl Chunk {
-    /// Write the 29 bytes before the data: tag, xid, offset, seq, le32 length.
+    /// Write the 33 bytes before the data: tag, xid, offset, seq, crc, le32 length.
     pub fn encode_head(&self, out: &mut Vec<u8>) {
         out.put_u8(Tag::CHUNK.0);
         out.put_le64(self.xid);
         out.put_le64(self.offset);
         out.put_le64(self.seq);
+        out.put_le32(self.crc);
         out.put_le32(u32::try_from(self.data.len()).unwrap_or(u32::MAX));
     }
 
@@ -1079,6 +1085,7 @@ impl Chunk {
         let xid = r.le64("CHUNK.xid")?;
         let offset = r.le64("CHUNK.offset")?;
         let seq = r.le64("CHUNK.seq")?;
+        let crc = r.le32("CHUNK.crc")?;
         let len = r.le32("CHUNK.data length")?;
         let limit = MAX_CHUNK_LEN.min(limits.max_data);
         if len > limit {
@@ -1097,6 +1104,7 @@ impl Chunk {
             xid,
             offset,
             seq,
+            crc,
             data: Bytes::new(),
         };
         Ok((chunk, len as usize))

@@ -130,6 +130,11 @@ pub fn sample_frames(crc: bool) -> Vec<Frame> {
             xid: 1,
             offset: 4,
             seq: 2,
+            crc: if crc {
+                crate::wire::ceph_crc32c(0, b"456789")
+            } else {
+                0
+            },
             data: Bytes::from_static(b"456789"),
         }),
         Frame::ChunkAbort(ChunkAbort {
