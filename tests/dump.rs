@@ -69,7 +69,8 @@ fn record_traffic(secure: bool, keylog: Option<&PathBuf>) -> (Vec<u8>, Vec<u8>) 
     let client = client.start(Arc::new(cd)).unwrap();
     let conn = client.connect(relay.addr(), EntityType::OSD).unwrap();
     for i in 0..MESSAGES - 1 {
-        conn.send(msg(i, if i % 2 == 0 { 64 } else { 4096 })).unwrap();
+        conn.send(msg(i, if i % 2 == 0 { 64 } else { 4096 }))
+            .unwrap();
     }
     let data: Vec<u8> = (0..BIG).map(|j| (j % 249) as u8).collect();
     conn.send(msg(MESSAGES - 1, 64).with_data(data)).unwrap();
@@ -135,7 +136,10 @@ fn plain_msgr2_capture_decodes_in_each_direction() {
     let e = r.unwrap_err();
     let last = recs.last().unwrap();
     let at = last.offset + last.len;
-    assert!(e.contains(&format!("byte offset {at}:")) && e.contains("truncated"), "{e}");
+    assert!(
+        e.contains(&format!("byte offset {at}:")) && e.contains("truncated"),
+        "{e}"
+    );
     // Garbage after the last frame.
     let mut g = c2s.clone();
     g.extend_from_slice(b"\xee\xee\xee garbage");
@@ -155,9 +159,13 @@ fn secure_msgr2_capture_decrypts_with_the_key_log() {
         // Without keys: the plain part decodes, then a clear error after AUTH_DONE.
         let (recs, r) = decode(bytes, None);
         let e = r.unwrap_err();
-        let done = recs.iter().find(|r| r.kind == "AUTH_DONE").expect("AUTH_DONE");
+        let done = recs
+            .iter()
+            .find(|r| r.kind == "AUTH_DONE")
+            .expect("AUTH_DONE");
         assert!(
-            e.contains(&format!("byte offset {}:", done.offset + done.len)) && e.contains("key-log"),
+            e.contains(&format!("byte offset {}:", done.offset + done.len))
+                && e.contains("key-log"),
             "{e}"
         );
         // With the key log: everything.
@@ -178,16 +186,25 @@ fn secure_msgr2_capture_decrypts_with_the_key_log() {
         keylog.to_str().unwrap(),
         "--json",
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8(out.stdout).unwrap();
     assert_eq!(stdout.matches("\"frame\":\"CHUNK\"").count(), 16);
-    assert!(stdout.lines().all(|l| l.starts_with('{') && l.ends_with('}')));
+    assert!(stdout
+        .lines()
+        .all(|l| l.starts_with('{') && l.ends_with('}')));
     // Truncated through the CLI: lines first, then the error with the offset, exit 1.
     std::fs::write(&file, &c2s[..c2s.len() - 7]).unwrap();
     let out = cli(&[file.to_str().unwrap(), "--keylog", keylog.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("decoding failed at byte offset"), "{stderr}");
+    assert!(
+        stderr.contains("decoding failed at byte offset"),
+        "{stderr}"
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains(" MSG "));
 }
 
@@ -200,14 +217,22 @@ fn cli(args: &[&str]) -> std::process::Output {
 }
 
 fn fixture() -> String {
-    concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/ceph-v1-status.pcap").to_string()
+    concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/ceph-v1-status.pcap"
+    )
+    .to_string()
 }
 
 #[test]
 fn v1_capture_of_the_ceph_cli_decodes_in_each_direction() {
     // Client to monitor.
     let out = cli(&[&fixture(), "--port", "6789", "--direction", "to"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let to = String::from_utf8(out.stdout).unwrap();
     assert_eq!(to.matches("# stream").count(), 2, "two connections:\n{to}");
     assert!(to.contains(" CONNECT "));
@@ -215,17 +240,36 @@ fn v1_capture_of_the_ceph_cli_decodes_in_each_direction() {
     assert!(to.contains("type=50"), "MMonCommand:\n{to}");
     assert!(!to.contains("crc=BAD"));
     // Monitor to client, as JSON lines.
-    let out = cli(&[&fixture(), "--port", "6789", "--direction", "from", "--json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = cli(&[
+        &fixture(),
+        "--port",
+        "6789",
+        "--direction",
+        "from",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let from = String::from_utf8(out.stdout).unwrap();
-    assert!(from.contains("\"frame\":\"CONNECT_REPLY\",\"tag\":\"SEQ\""), "{from}");
+    assert!(
+        from.contains("\"frame\":\"CONNECT_REPLY\",\"tag\":\"SEQ\""),
+        "{from}"
+    );
     assert!(from.contains("\"type\":51"), "MMonCommandAck:\n{from}");
     assert!(from.contains("\"src\":\"mon.0\""));
     assert_eq!(from.matches("\"stream\"").count(), 2);
     // Raw bytes of one direction, cut short: the error names the offset.
     let packets = simplemsgr::capture::read_packets(&std::fs::read(fixture()).unwrap()).unwrap();
     let segs = simplemsgr::capture::tcp_segments(&packets).unwrap();
-    let port = segs.iter().find(|s| s.dst.port() == 6789).unwrap().src.port();
+    let port = segs
+        .iter()
+        .find(|s| s.dst.port() == 6789)
+        .unwrap()
+        .src
+        .port();
     let s2c = simplemsgr::capture::reassemble(&segs, 6789, port).unwrap();
     let (recs, r) = decode(&s2c, None);
     r.unwrap();
@@ -233,6 +277,9 @@ fn v1_capture_of_the_ceph_cli_decodes_in_each_direction() {
     let (recs2, r) = decode(&s2c[..s2c.len() - 1], None);
     let e = r.unwrap_err();
     let last = recs2.last().unwrap();
-    assert!(e.contains(&format!("byte offset {}:", last.offset + last.len)), "{e}");
+    assert!(
+        e.contains(&format!("byte offset {}:", last.offset + last.len)),
+        "{e}"
+    );
     assert_eq!(recs2.len(), recs.len() - 1);
 }

@@ -146,7 +146,11 @@ pub struct DumpError {
 
 impl fmt::Display for DumpError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "decoding failed at byte offset {}: {}", self.offset, self.what)
+        write!(
+            f,
+            "decoding failed at byte offset {}: {}",
+            self.offset, self.what
+        )
     }
 }
 
@@ -404,7 +408,9 @@ fn decode_v1(bytes: &[u8], emit: &mut dyn FnMut(Record)) -> Result<(), DumpError
     let addr = |r: &mut Reader<'_>, kind: &str, emit: &mut dyn FnMut(Record)| {
         let start = r.position();
         let a = EntityAddr::read_legacy(r).map_err(|e| err(r, &e))?;
-        emit(Record::new(start, r.position() - start, kind.to_string()).text("addr", a.to_string()));
+        emit(
+            Record::new(start, r.position() - start, kind.to_string()).text("addr", a.to_string()),
+        );
         Ok::<(), DumpError>(())
     };
     let with_sig;
@@ -459,14 +465,14 @@ fn decode_v1(bytes: &[u8], emit: &mut dyn FnMut(Record)) -> Result<(), DumpError
             // After SEQ the client sends its in_seq (small); then frames follow.
             if rest.len() >= 8 {
                 let v = u64::from_le_bytes(rest[..8].try_into().unwrap_or([0xff; 8]));
-                if v < 1 << 40 && rest.get(8).is_none_or(|&b| is_v1_frame_tag(b)) {
+                if v < 1 << 40 && rest.get(8).map_or(true, |&b| is_v1_frame_tag(b)) {
                     let s = r.position();
                     let _ = r.le64("in_seq");
                     emit(Record::new(s, 8, "IN_SEQ").num("seq", v));
                     break;
                 }
             }
-            if rest.first().is_none_or(|&b| is_v1_frame_tag(b)) {
+            if rest.first().map_or(true, |&b| is_v1_frame_tag(b)) {
                 break;
             }
         }
@@ -536,7 +542,11 @@ mod tests {
         let (recs, r) = collect(&wire);
         assert_eq!(r.unwrap().records, 8);
         assert_eq!(recs[1].kind, "MSG");
-        assert!(recs[1].to_line().contains("seq=1 tid=7"), "{}", recs[1].to_line());
+        assert!(
+            recs[1].to_line().contains("seq=1 tid=7"),
+            "{}",
+            recs[1].to_line()
+        );
         assert_eq!(recs[6].kind, "CHUNK");
         assert!(recs[6].to_json().contains("\"offset\":4"));
         let (recs, r) = collect(&wire[..wire.len() - 3]);
@@ -559,6 +569,9 @@ mod tests {
         assert_eq!(recs.len(), 2);
         let e = r.unwrap_err();
         assert_eq!(e.offset, at as u64);
-        assert!(e.to_string().contains("0xee") || e.to_string().contains("tag"), "{e}");
+        assert!(
+            e.to_string().contains("0xee") || e.to_string().contains("tag"),
+            "{e}"
+        );
     }
 }

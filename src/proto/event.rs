@@ -117,9 +117,7 @@ impl Error {
             Error::Frame(_)
             | Error::UnexpectedFrame { .. }
             | Error::PeerMisbehaved(_)
-            | Error::Chunk(_) => {
-                CloseReason::PROTOCOL
-            }
+            | Error::Chunk(_) => CloseReason::PROTOCOL,
             Error::Auth(_) => CloseReason::AUTH_FAILED,
             Error::NoCommonAuthMethod { .. } => CloseReason::AUTH_METHOD,
             Error::ModeRefused(_) => CloseReason::MODE_REQUIRED,

@@ -276,9 +276,7 @@ impl MessengerBuilder {
         proto.features_required = self.features_required;
         proto.protocol_features = self.protocol_features;
         proto.max_frames_per_key = self.max_frames_per_key;
-        proto.key_log = self
-            .key_log
-            .or_else(super::keylog::FileKeyLog::from_env);
+        proto.key_log = self.key_log.or_else(super::keylog::FileKeyLog::from_env);
         if let Some(n) = self.chunk_size {
             proto.chunk_size = n;
         }

@@ -231,14 +231,16 @@ impl InTransfer {
         let xid = self.xid;
         let total = u64::from(self.header.data_len);
         let len = chunk.data.len() as u64;
-        let end = chunk.offset.checked_add(len).filter(|&e| e <= total).ok_or(
-            ChunkError::OutOfBounds {
+        let end = chunk
+            .offset
+            .checked_add(len)
+            .filter(|&e| e <= total)
+            .ok_or(ChunkError::OutOfBounds {
                 xid,
                 offset: chunk.offset,
                 len,
                 total,
-            },
-        )?;
+            })?;
         if !self.coverage.insert(chunk.offset, end) {
             return Err(ChunkError::Overlap {
                 xid,
@@ -396,12 +398,7 @@ mod tests {
         ));
         t.accept(&chunk(2, b"234", 0)).ok().unwrap();
         // Exact duplicate, overlap at either end, and a range that contains it.
-        for (off, data) in [
-            (2u64, &b"234"[..]),
-            (0, b"012"),
-            (4, b"45"),
-            (1, b"12345"),
-        ] {
+        for (off, data) in [(2u64, &b"234"[..]), (0, b"012"), (4, b"45"), (1, b"12345")] {
             assert_eq!(
                 t.accept(&chunk(off, data, 0)).err(),
                 Some(ChunkError::Overlap {

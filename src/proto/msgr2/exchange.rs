@@ -373,4 +373,3 @@ fn truncate_utf8(s: &mut String, max: usize) {
         s.truncate(end);
     }
 }
-

@@ -198,7 +198,10 @@ fn abort_in_mid_message_keeps_the_connection() {
     let (mut p, c) = open_pair(Mode::Plain, true, true);
     p.send(Side::A, c, big(7));
     let sent = one_batch(&mut p, c);
-    assert!(sent > 4096 && sent < BIG, "{sent}: part of the data is on the wire");
+    assert!(
+        sent > 4096 && sent < BIG,
+        "{sent}: part of the data is on the wire"
+    );
     assert_eq!(
         p.conn(Side::A, c).abort_send(7, 5, "source went away"),
         AbortOutcome::Aborted
@@ -215,14 +218,23 @@ fn abort_in_mid_message_keeps_the_connection() {
     );
     p.drive();
     assert_eq!(p.conn(Side::A, c).state(), State::Open);
-    assert_eq!(p.ep[1].count("chunk_aborted tid=7 code=5"), 1, "{:?}", p.ep[1].log);
+    assert_eq!(
+        p.ep[1].count("chunk_aborted tid=7 code=5"),
+        1,
+        "{:?}",
+        p.ep[1].log
+    );
     assert_eq!(p.ep[1].count("link_closed"), 0, "{:?}", p.ep[1].log);
     let got: Vec<(u32, u64)> = p.ep[1]
         .delivered
         .iter()
         .map(|m| (index_of(m), m.seq))
         .collect();
-    assert_eq!(got, vec![(1, 1)], "the aborted message used no sequence number");
+    assert_eq!(
+        got,
+        vec![(1, 1)],
+        "the aborted message used no sequence number"
+    );
 }
 
 #[test]
@@ -239,7 +251,12 @@ fn reconnect_in_mid_message_replays_exactly_once_in_order() {
         p.send(Side::A, c, small(4));
         p.drive_for(Duration::from_secs(5), 5000);
         assert_eq!(p.conn(Side::A, c).state(), State::Open, "{:?}", p.ep[0].log);
-        assert_eq!(p.ep[0].count("connected resumed=true"), 1, "{:?}", p.ep[0].log);
+        assert_eq!(
+            p.ep[0].count("connected resumed=true"),
+            1,
+            "{:?}",
+            p.ep[0].log
+        );
         let mut got: Vec<u32> = p.ep[1].delivered.iter().map(index_of).collect();
         let seqs: Vec<u64> = p.ep[1].delivered.iter().map(|m| m.seq).collect();
         assert_eq!(seqs, (1..=5).collect::<Vec<u64>>(), "{mode:?} contiguous");
@@ -302,7 +319,8 @@ fn chunk(xid: u64, offset: u64, len: usize, seq: u64) -> Frame {
 fn receiver_enforces_the_chunk_rules() {
     let closed = |log: &[String], what: &str| {
         assert!(
-            log.iter().any(|l| l.contains("LinkClosed") && l.contains(what)),
+            log.iter()
+                .any(|l| l.contains("LinkClosed") && l.contains(what)),
             "expected a close for {what}: {log:?}"
         );
     };
@@ -315,9 +333,15 @@ fn receiver_enforces_the_chunk_rules() {
         "Overlap",
     );
     closed(&inject(&[header(1, 10), chunk(1, 8, 4, 0)]), "OutOfBounds");
-    closed(&inject(&[header(1, 10), chunk(1, 0, 4, 1)]), "SeqBeforeComplete");
+    closed(
+        &inject(&[header(1, 10), chunk(1, 0, 4, 1)]),
+        "SeqBeforeComplete",
+    );
     closed(&inject(&[header(1, 4), chunk(1, 0, 4, 0)]), "MissingSeq");
-    closed(&inject(&[header(1, 10), chunk(2, 0, 4, 0)]), "UnknownTransfer");
+    closed(
+        &inject(&[header(1, 10), chunk(2, 0, 4, 0)]),
+        "UnknownTransfer",
+    );
     closed(&inject(&[header(1, 10), header(2, 10)]), "AlreadyInFlight");
     closed(&inject(&[chunk(1, 0, 4, 0)]), "UnknownTransfer");
     // Out of order is fine: the message completes and is delivered.
@@ -346,10 +370,7 @@ fn receiver_without_the_bit_rejects_chunked_frames() {
     let now = p.now;
     p.conn(Side::B, i).handle_input(link, &mut buf, now);
     let ev = p.conn(Side::B, i).poll_event();
-    assert!(
-        format!("{ev:?}").contains("NotNegotiated"),
-        "{ev:?}"
-    );
+    assert!(format!("{ev:?}").contains("NotNegotiated"), "{ev:?}");
 }
 
 #[test]
@@ -372,4 +393,3 @@ fn key_log_lines_match_each_direction_transcript() {
     assert_eq!(f.entries[1].direction, "s2c");
     let _ = Banner::MAX_LEN;
 }
-

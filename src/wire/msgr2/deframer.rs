@@ -10,7 +10,10 @@ use std::fmt;
 use bytes::{Buf, Bytes, BytesMut};
 
 use super::frame::{max_plain_len, split_msg};
-use super::{Banner, BannerError, Chunk, Frame, CHUNK_HEAD_LEN, Limits, MsgHeader2, Tag, HEADER2_LEN, MSG_FLAG_CRC};
+use super::{
+    Banner, BannerError, Chunk, Frame, Limits, MsgHeader2, Tag, CHUNK_HEAD_LEN, HEADER2_LEN,
+    MSG_FLAG_CRC,
+};
 use crate::crypto::{Protection, RxProtector};
 use crate::wire::{DecodeError, Reader};
 

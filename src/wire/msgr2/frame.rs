@@ -1078,9 +1078,7 @@ impl Chunk {
     pub(crate) fn read_head(buf: &[u8], limits: &Limits) -> Result<(Chunk, usize), DecodeError> {
         let mut r = Reader::new(buf);
         if Tag(r.u8("frame tag")?) != Tag::CHUNK {
-            return Err(DecodeError::Invalid {
-                what: "CHUNK tag",
-            });
+            return Err(DecodeError::Invalid { what: "CHUNK tag" });
         }
         let xid = r.le64("CHUNK.xid")?;
         let offset = r.le64("CHUNK.offset")?;

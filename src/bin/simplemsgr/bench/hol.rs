@@ -89,8 +89,17 @@ fn ping(conn: &ConnectionRef, echo: &Receiver<u64>, tid: u64) -> Result<Duration
 
 /// Measure one configuration: `idle_pings` round trips on the idle connection, then a
 /// `big`-byte message and back-to-back pings until the server has dispatched it.
-pub fn measure(structured: bool, big: usize, idle_pings: usize, cap: Duration) -> Result<HolResult, String> {
-    let features = if structured { PROTO_FEATURE_STRUCTURED } else { 0 };
+pub fn measure(
+    structured: bool,
+    big: usize,
+    idle_pings: usize,
+    cap: Duration,
+) -> Result<HolResult, String> {
+    let features = if structured {
+        PROTO_FEATURE_STRUCTURED
+    } else {
+        0
+    };
     let (bulk_tx, bulk_rx) = bounded(4);
     let sock = |b: &mut simplemsgr::runtime::MessengerBuilder| {
         if let Some(n) = sockbuf() {
@@ -207,7 +216,11 @@ pub fn table(big: usize, results: &[HolResult]) -> String {
         let bp99 = quantile(&r.busy, 0.99);
         s.push_str(&format!(
             "| {} | {} | {} | {} | {} | {} | {} | {} | {:.1}× |\n",
-            if r.structured { "on (64 KiB chunks)" } else { "off (seed 001)" },
+            if r.structured {
+                "on (64 KiB chunks)"
+            } else {
+                "off (seed 001)"
+            },
             ms(quantile(&r.idle, 0.5)),
             ms(ip99),
             ms(quantile(&r.busy, 0.5)),
@@ -225,7 +238,12 @@ pub fn table(big: usize, results: &[HolResult]) -> String {
 pub fn run(big: usize, idle_pings: usize) -> Result<(), String> {
     let mut results = Vec::new();
     for structured in [false, true] {
-        results.push(measure(structured, big, idle_pings, Duration::from_secs(15))?);
+        results.push(measure(
+            structured,
+            big,
+            idle_pings,
+            Duration::from_secs(15),
+        )?);
     }
     print!("{}", table(big, &results));
     Ok(())

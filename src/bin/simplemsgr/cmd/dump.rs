@@ -87,7 +87,10 @@ pub fn run(args: DumpArgs) -> Result<(), CliError> {
         Some(p) => {
             let text = std::fs::read_to_string(p)
                 .map_err(|e| CliError::failed(format!("cannot read {}: {e}", p.display())))?;
-            Some(KeyLogFile::parse(&text).map_err(|e| CliError::failed(format!("{}: {e}", p.display())))?)
+            Some(
+                KeyLogFile::parse(&text)
+                    .map_err(|e| CliError::failed(format!("{}: {e}", p.display())))?,
+            )
         }
         None => None,
     };
@@ -107,13 +110,15 @@ pub fn run(args: DumpArgs) -> Result<(), CliError> {
         }
         return decode_one(&data, &opts, args.json, None);
     }
-    let packets = read_packets(&data).map_err(|e| CliError::failed(format!("{}: {e}", args.file.display())))?;
-    let segments = tcp_segments(&packets).map_err(|e| CliError::failed(format!("{}: {e}", args.file.display())))?;
+    let packets = read_packets(&data)
+        .map_err(|e| CliError::failed(format!("{}: {e}", args.file.display())))?;
+    let segments = tcp_segments(&packets)
+        .map_err(|e| CliError::failed(format!("{}: {e}", args.file.display())))?;
     let streams: BTreeSet<(SocketAddr, SocketAddr)> = segments
         .iter()
         .filter(|s| !s.payload.is_empty())
-        .filter(|s| args.src.is_none_or(|p| s.src.port() == p))
-        .filter(|s| args.dst.is_none_or(|p| s.dst.port() == p))
+        .filter(|s| args.src.map_or(true, |p| s.src.port() == p))
+        .filter(|s| args.dst.map_or(true, |p| s.dst.port() == p))
         .filter(|s| match (args.port, args.direction) {
             (None, _) => true,
             (Some(p), DirectionArg::To) => s.dst.port() == p,
@@ -123,7 +128,9 @@ pub fn run(args: DumpArgs) -> Result<(), CliError> {
         .map(|s| (s.src, s.dst))
         .collect();
     if streams.is_empty() {
-        return Err(CliError::failed("no TCP payload matches the port/direction filter"));
+        return Err(CliError::failed(
+            "no TCP payload matches the port/direction filter",
+        ));
     }
     let mut failed = None;
     for (src, dst) in streams {
