@@ -10,14 +10,13 @@
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use crossbeam_channel::{Receiver, Sender};
 use log::{debug, info, warn};
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 
 use crate::proto::accept::{decide, Decision};
 use crate::proto::msgr2::{SendError, State};
@@ -33,8 +32,52 @@ use super::Error;
 /// The writing side of one link plus a way to shut the socket from any thread.
 #[derive(Debug)]
 pub(crate) struct LinkIo {
-    write: Mutex<WriteHalf>,
+    write: Mutex<LinkWriter>,
     shutdown: ShutdownHandle,
+}
+
+/// The socket's write half and bytes already taken from the state machine that a
+/// non-blocking write could not finish; they go out before anything else.
+#[derive(Debug)]
+struct LinkWriter {
+    half: WriteHalf,
+    pending: std::collections::VecDeque<Transmit>,
+}
+
+impl LinkWriter {
+    /// Write `t` (after anything pending), blocking until the kernel took it all.
+    fn write_all(&mut self, t: &mut Transmit) -> io::Result<()> {
+        while let Some(mut p) = self.pending.pop_front() {
+            write_batch(&mut self.half, &mut p)?;
+        }
+        write_batch(&mut self.half, t)
+    }
+
+    /// Write what the kernel takes now; keep the rest (of `t` too) pending. Returns
+    /// true if nothing is left pending.
+    fn write_some(&mut self, t: Transmit) -> io::Result<bool> {
+        self.pending.push_back(t);
+        while let Some(p) = self.pending.front_mut() {
+            let r = {
+                let mut slices = Vec::with_capacity(64);
+                p.io_slices(&mut slices);
+                self.half.write_vectored_nonblocking(&slices)
+            };
+            match r {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    p.consume(n);
+                    if p.is_empty() {
+                        self.pending.pop_front();
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(true)
+    }
 }
 
 impl LinkIo {
@@ -43,23 +86,60 @@ impl LinkIo {
     }
 }
 
+/// Wakes the session's writer thread. A wake while the writer runs is remembered (the
+/// flag) and costs nothing more; the writer parks without spinning, which matters
+/// with many threads on few cores.
+#[derive(Default)]
+struct Waker {
+    pending: AtomicBool,
+    lock: Mutex<()>,
+    cv: Condvar,
+}
+
+impl Waker {
+    fn wake(&self) {
+        if !self.pending.swap(true, Ordering::AcqRel) {
+            // Taking the lock orders this notify after a waiter's check of the flag.
+            let _g = self.lock.lock();
+            self.cv.notify_one();
+        }
+    }
+
+    fn wait(&self, timeout: Duration) {
+        let mut g = self.lock.lock();
+        if !self.pending.swap(false, Ordering::AcqRel) {
+            self.cv.wait_for(&mut g, timeout);
+            self.pending.store(false, Ordering::Release);
+        }
+    }
+}
+
 /// What one session's lock protects.
 pub(crate) struct ConnState {
     pub(crate) proto: ProtoConn,
     links: HashMap<LinkId, Arc<LinkIo>>,
     connect_due: bool,
+    last_send: Option<Instant>,
 }
+
+/// A send this long after the previous one is written inline by the sending thread.
+const INLINE_AFTER_IDLE: Duration = Duration::from_micros(5);
 
 /// One session, shared by its threads and the user's handles.
 pub struct ConnShared {
     pub(crate) id: u64,
     pub(crate) state: Mutex<ConnState>,
-    wake_tx: Sender<()>,
-    wake_rx: Receiver<()>,
+    wake: Waker,
     closed: AtomicBool,
     pub(crate) peer_hint: Mutex<EntityAddr>,
     /// Where to (re)connect, for sessions we initiate.
     pub(crate) target: Option<SocketAddr>,
+    /// Dispatch order: batches of events are numbered under the session lock and
+    /// dispatched strictly in that order, with no lock held during the callbacks (two
+    /// reader threads can briefly serve one session around a reconnect).
+    tickets: AtomicU64,
+    turn: Mutex<u64>,
+    turn_cv: Condvar,
 }
 
 impl ConnShared {
@@ -69,29 +149,56 @@ impl ConnShared {
         peer: EntityAddr,
         target: Option<SocketAddr>,
     ) -> Arc<Self> {
-        let (wake_tx, wake_rx) = crossbeam_channel::bounded(1);
         Arc::new(ConnShared {
             id,
             state: Mutex::new(ConnState {
                 proto,
                 links: HashMap::new(),
                 connect_due: false,
+                last_send: None,
             }),
-            wake_tx,
-            wake_rx,
+            wake: Waker::default(),
             closed: AtomicBool::new(false),
             peer_hint: Mutex::new(peer),
             target,
+            tickets: AtomicU64::new(0),
+            turn: Mutex::new(0),
+            turn_cv: Condvar::new(),
         })
     }
 
     /// Wake the writer thread (coalesced: one pending wake is enough).
     pub(crate) fn wake(&self) {
-        let _ = self.wake_tx.try_send(());
+        self.wake.wake();
     }
 
     fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
+    }
+
+    /// Number a batch of events; call with the session lock held.
+    fn ticket(&self) -> u64 {
+        self.tickets.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Run `f` when every earlier-numbered batch has been dispatched.
+    fn in_turn(&self, ticket: u64, f: impl FnOnce()) {
+        {
+            let mut turn = self.turn.lock();
+            while *turn != ticket {
+                self.turn_cv.wait(&mut turn);
+            }
+        }
+        // Pass the turn on even if a callback panics.
+        struct Next<'a>(&'a ConnShared);
+        impl Drop for Next<'_> {
+            fn drop(&mut self) {
+                *self.0.turn.lock() += 1;
+                self.0.turn_cv.notify_all();
+            }
+        }
+        let _next = Next(self);
+        f();
     }
 }
 
@@ -147,7 +254,17 @@ impl ConnectionRef {
 
     /// Queue a message. Returns an error if the session is closed (marked down,
     /// refused, or a lossy session that failed).
+    ///
+    /// When the session's traffic is sparse (the previous send was a while ago) and
+    /// nobody else is writing to the link, the calling thread writes the bytes itself
+    /// with a non-blocking write, saving the hand-off to the writer thread (latency);
+    /// otherwise, and for whatever the kernel does not take at once, the writer thread
+    /// sends them in its next batch (throughput). `send` never blocks on the network.
     pub fn send(&self, msg: Message) -> Result<(), Error> {
+        let now = Instant::now();
+        let mut out = Transmit::new();
+        let mut io: Option<(LinkId, Arc<LinkIo>)> = None;
+        let mut guard = None;
         let events = {
             let mut st = self.shared.state.lock();
             st.proto
@@ -155,12 +272,50 @@ impl ConnectionRef {
                 .map_err(|SendError::Closed| Error::Refused {
                     reason: "connection is closed".into(),
                 })?;
-            drain(&mut st.proto)
+            // Sparse traffic is written at once by this thread (latency); dense traffic
+            // is left to the writer thread, which batches (throughput).
+            let sparse = st
+                .last_send
+                .is_none_or(|t| now.saturating_duration_since(t) >= INLINE_AFTER_IDLE);
+            st.last_send = Some(now);
+            if sparse {
+                if let Some(link) = st.proto.link_id() {
+                    io = st.links.get(&link).cloned().map(|io| (link, io));
+                }
+                if let Some((link, lio)) = &io {
+                    guard = lio.write.try_lock();
+                    let busy = guard.as_ref().is_some_and(|w| !w.pending.is_empty());
+                    if guard.is_none() || busy || !st.proto.poll_transmit(*link, now, &mut out) {
+                        guard = None;
+                    }
+                }
+            }
+            drain(&mut st.proto, &self.shared, false)
         };
+        let inner = self.msgr.upgrade();
+        if let (Some((link, _)), Some(mut w)) = (&io, guard.take()) {
+            // Never blocks: what the kernel does not take now stays pending for the
+            // writer thread, so this is safe from dispatcher callbacks too.
+            let len = out.len() as u64;
+            let r = w.write_some(out);
+            drop(w);
+            if let Some(inner) = &inner {
+                match r {
+                    Ok(_) => inner.stats.add_bytes_out(len),
+                    Err(e) => fail(
+                        inner,
+                        &self.shared,
+                        *link,
+                        ProtoError::Transport(format!("write: {e}")),
+                    ),
+                }
+            }
+        }
+        // The writer picks up whatever is left (and runs the timers).
         self.shared.wake();
-        if !events.is_empty() {
-            if let Some(inner) = self.msgr.upgrade() {
-                handle_events(&inner, &self.shared, events);
+        if !events.events.is_empty() {
+            if let Some(inner) = &inner {
+                handle_events(inner, &self.shared, events);
             }
         }
         Ok(())
@@ -171,7 +326,7 @@ impl ConnectionRef {
         let events = {
             let mut st = self.shared.state.lock();
             st.proto.mark_down(Instant::now());
-            drain(&mut st.proto)
+            drain(&mut st.proto, &self.shared, false)
         };
         if let Some(inner) = self.msgr.upgrade() {
             handle_events(&inner, &self.shared, events);
@@ -227,12 +382,23 @@ impl ConnectionRef {
     }
 }
 
-pub(crate) fn drain(proto: &mut ProtoConn) -> Vec<ProtoEvent> {
-    let mut v = Vec::new();
+/// Events taken from a session under its lock, with their place in the dispatch order.
+pub(crate) struct Batch {
+    events: Vec<ProtoEvent>,
+    ticket: Option<u64>,
+}
+
+/// Take the pending events. With `ordered`, the batch gets a dispatch ticket (call
+/// with the session lock held, from a messenger thread). User calls (send, mark_down,
+/// connect) take unordered batches: they run inside callbacks too, and their events
+/// (ReconnectDue, LinkClosed) call no dispatcher method.
+pub(crate) fn drain(proto: &mut ProtoConn, shared: &ConnShared, ordered: bool) -> Batch {
+    let mut events = Vec::new();
     while let Some(e) = proto.poll_event() {
-        v.push(e);
+        events.push(e);
     }
-    v
+    let ticket = (ordered && !events.is_empty()).then(|| shared.ticket());
+    Batch { events, ticket }
 }
 
 pub(crate) fn conn_ref(inner: &Arc<Inner>, shared: &Arc<ConnShared>) -> ConnectionRef {
@@ -245,15 +411,35 @@ pub(crate) fn conn_ref(inner: &Arc<Inner>, shared: &Arc<ConnShared>) -> Connecti
 }
 
 /// Act on state-machine events, with no lock held.
-pub(crate) fn handle_events(inner: &Arc<Inner>, shared: &Arc<ConnShared>, events: Vec<ProtoEvent>) {
+///
+/// Messages are dispatched in order on the calling (reader) thread. The dispatch
+/// throttle is taken once for the whole batch of messages that one read produced,
+/// before the first is dispatched, and released after the last.
+pub(crate) fn handle_events(inner: &Arc<Inner>, shared: &Arc<ConnShared>, batch: Batch) {
+    match batch.ticket {
+        Some(t) => shared.in_turn(t, || dispatch_events(inner, shared, batch.events)),
+        None => dispatch_events(inner, shared, batch.events),
+    }
+}
+
+fn dispatch_events(inner: &Arc<Inner>, shared: &Arc<ConnShared>, events: Vec<ProtoEvent>) {
+    if events.is_empty() {
+        return;
+    }
+    let cref = conn_ref(inner, shared);
+    let (count, bytes) = events.iter().fold((0u64, 0u64), |(c, b), e| match e {
+        ProtoEvent::Message(m) => (c + 1, b + m.payload_len() as u64),
+        _ => (c, b),
+    });
+    if count > 0 {
+        inner.dispatch_throttle.acquire(count, bytes);
+    }
+    let mut closed = false;
     for ev in events {
         match ev {
             ProtoEvent::Message(m) => {
-                let bytes = m.payload_len() as u64;
                 inner.stats.msg_in();
-                inner.dispatch_throttle.acquire(1, bytes);
-                inner.dispatcher.dispatch(&conn_ref(inner, shared), m);
-                inner.dispatch_throttle.release(1, bytes);
+                inner.dispatcher.dispatch(&cref, m);
             }
             ProtoEvent::Connected { resumed } => {
                 info!("conn#{} connected (resumed={resumed})", shared.id);
@@ -261,11 +447,11 @@ pub(crate) fn handle_events(inner: &Arc<Inner>, shared: &Arc<ConnShared>, events
                     let method = shared.state.lock().proto.auth_method();
                     inner.method_cache.lock().insert(addr, method);
                 }
-                inner.dispatcher.handle_connect(&conn_ref(inner, shared));
+                inner.dispatcher.handle_connect(&cref);
             }
             ProtoEvent::Accepted { resumed } => {
                 info!("conn#{} accepted (resumed={resumed})", shared.id);
-                inner.dispatcher.handle_accept(&conn_ref(inner, shared));
+                inner.dispatcher.handle_accept(&cref);
             }
             ProtoEvent::ReconnectDue => {
                 shared.state.lock().connect_due = true;
@@ -281,23 +467,24 @@ pub(crate) fn handle_events(inner: &Arc<Inner>, shared: &Arc<ConnShared>, events
                     shared.id
                 );
                 close_link(shared, link);
+                closed = true;
             }
             ProtoEvent::Reset => {
                 inner.forget(shared);
-                inner.dispatcher.handle_reset(&conn_ref(inner, shared));
+                inner.dispatcher.handle_reset(&cref);
+                closed = true;
             }
-            ProtoEvent::RemoteReset => inner
-                .dispatcher
-                .handle_remote_reset(&conn_ref(inner, shared)),
+            ProtoEvent::RemoteReset => inner.dispatcher.handle_remote_reset(&cref),
             ProtoEvent::Refused(e) => {
                 warn!("conn#{} refused: {e}", shared.id);
                 inner.forget(shared);
                 inner.dispatcher.handle_refused(
-                    &conn_ref(inner, shared),
+                    &cref,
                     &Error::Refused {
                         reason: e.to_string(),
                     },
                 );
+                closed = true;
             }
             ProtoEvent::AcceptRequest(_) => {
                 // Handled by the reader thread of the incoming link (see `reader_loop`).
@@ -307,10 +494,13 @@ pub(crate) fn handle_events(inner: &Arc<Inner>, shared: &Arc<ConnShared>, events
                 shared.id
             ),
         }
-        if shared.state.lock().proto.state() == State::Closed {
-            shared.closed.store(true, Ordering::Release);
-            shared.wake();
-        }
+    }
+    if count > 0 {
+        inner.dispatch_throttle.release(count, bytes);
+    }
+    if closed && shared.state.lock().proto.state() == State::Closed {
+        shared.closed.store(true, Ordering::Release);
+        shared.wake();
     }
 }
 
@@ -324,9 +514,12 @@ fn close_link(shared: &Arc<ConnShared>, link: LinkId) {
     };
     if let Some(io) = io {
         if !farewell.is_empty() {
-            let mut w = io.write.lock();
-            let _ = w.set_write_timeout(Some(Duration::from_millis(200)));
-            let _ = write_batch(&mut w, &mut farewell);
+            // Bounded: if another thread is stuck writing (a peer that stopped reading),
+            // give up on the farewell; the shutdown below unblocks that thread.
+            if let Some(mut w) = io.write.try_lock_for(Duration::from_millis(200)) {
+                let _ = w.half.set_write_timeout(Some(Duration::from_millis(200)));
+                let _ = w.write_all(&mut farewell);
+            }
         }
         io.close();
     }
@@ -367,7 +560,10 @@ pub(crate) fn attach_link(
     };
     let (read, write) = transport.split();
     let io = Arc::new(LinkIo {
-        write: Mutex::new(write),
+        write: Mutex::new(LinkWriter {
+            half: write,
+            pending: std::collections::VecDeque::new(),
+        }),
         shutdown,
     });
     shared.state.lock().links.insert(link_id, io);
@@ -383,24 +579,38 @@ fn spawn_reader(inner: &Arc<Inner>, shared: Arc<ConnShared>, link: LinkId, read:
     }
 }
 
+/// Reads up to this size go through the reader's scratch buffer.
+const SCRATCH: usize = 64 * 1024;
+/// Largest single read straight into a frame's buffer.
+const MAX_DIRECT_READ: usize = 16 << 20;
+
 /// Read bytes, feed the state machine, act on its events; until the link dies.
 fn reader_loop(inner: Arc<Inner>, mut shared: Arc<ConnShared>, link: LinkId, read: ReadHalf) {
     let mut reader = inner.faults.wrap_reader(read, link);
-    let mut buf = BytesMut::with_capacity(64 * 1024);
-    let mut hint = 64 * 1024;
+    let faults = inner.faults.for_connection(link);
+    let mut buf = BytesMut::with_capacity(SCRATCH);
+    // Small reads land in a buffer zeroed once and are copied (only the bytes read);
+    // the rest of a large frame is read straight into `buf`, zeroed once per frame.
+    let mut scratch = vec![0u8; SCRATCH];
+    let mut hint = SCRATCH;
     loop {
         let start = buf.len();
-        let want = hint.clamp(4096, 16 << 20);
-        buf.resize(start + want, 0);
-        let n = match reader.read(&mut buf[start..]) {
+        let direct = hint > SCRATCH;
+        let r = if direct {
+            buf.resize(start + hint.min(MAX_DIRECT_READ), 0);
+            reader.read(&mut buf[start..])
+        } else {
+            reader.read(&mut scratch)
+        };
+        let n = match r {
             Ok(0) => {
                 buf.truncate(start);
-                fail(
-                    &inner,
-                    &shared,
-                    link,
-                    ProtoError::Transport("peer closed the connection".into()),
-                );
+                // Bytes still buffered are an incomplete frame (or banner): say so.
+                let why = match buf.len() {
+                    0 => "peer closed the connection".to_string(),
+                    n => format!("peer closed the connection in the middle of a frame ({n} bytes of it received)"),
+                };
+                fail(&inner, &shared, link, ProtoError::Transport(why));
                 return;
             }
             Ok(n) => n,
@@ -414,25 +624,41 @@ fn reader_loop(inner: Arc<Inner>, mut shared: Arc<ConnShared>, link: LinkId, rea
                 return;
             }
         };
-        buf.truncate(start + n);
+        if direct {
+            buf.truncate(start + n);
+        } else {
+            buf.extend_from_slice(&scratch[..n]);
+        }
         inner.stats.add_bytes_in(n as u64);
+        // ms_inject_delay_*: hold what was read before it is processed.
+        faults.inject_delay("read");
         loop {
-            let (events, still_ours) = {
+            let (events, still_ours, wake) = {
                 let mut st = shared.state.lock();
                 hint = st.proto.handle_input(link, &mut buf, Instant::now());
                 let ours = st.proto.link_id() == Some(link);
-                (drain(&mut st.proto), ours)
+                let wake = st
+                    .proto
+                    .link_id()
+                    .is_some_and(|l| st.proto.wants_transmit(l));
+                (drain(&mut st.proto, &shared, true), ours, wake)
             };
-            shared.wake();
+            if wake {
+                shared.wake();
+            }
             let mut adopted = None;
-            let mut rest = Vec::with_capacity(events.len());
-            for ev in events {
-                match ev {
-                    ProtoEvent::AcceptRequest(req) => adopted = accept(&inner, &shared, link, req),
-                    other => rest.push(other),
+            let mut batch = events;
+            if let Some(i) = batch
+                .events
+                .iter()
+                .position(|e| matches!(e, ProtoEvent::AcceptRequest(_)))
+            {
+                if let ProtoEvent::AcceptRequest(req) = batch.events.remove(i) {
+                    adopted = Some(req);
                 }
             }
-            handle_events(&inner, &shared, rest);
+            handle_events(&inner, &shared, batch);
+            let adopted = adopted.and_then(|req| accept(&inner, &shared, link, req));
             let was_adopted = adopted.is_some();
             if let Some(existing) = adopted {
                 // The link now belongs to the existing session; keep reading for it.
@@ -453,10 +679,12 @@ fn reader_loop(inner: Arc<Inner>, mut shared: Arc<ConnShared>, link: LinkId, rea
 }
 
 fn fail(inner: &Arc<Inner>, shared: &Arc<ConnShared>, link: LinkId, err: ProtoError) {
+    // ms_inject_internal_delays: widen the race window around fault handling.
+    inner.faults.for_connection(link).internal_delay("fault");
     let events = {
         let mut st = shared.state.lock();
         st.proto.link_failed(link, err, Instant::now());
-        drain(&mut st.proto)
+        drain(&mut st.proto, shared, true)
     };
     handle_events(inner, shared, events);
     // Whatever happened, this socket is done.
@@ -471,6 +699,7 @@ fn accept(
     link: LinkId,
     req: crate::proto::AcceptRequest,
 ) -> Option<Arc<ConnShared>> {
+    inner.faults.for_connection(link).internal_delay("accept");
     let now = Instant::now();
     let key = session_key(&req.peer_addr);
     let my_addr = inner.my_addr();
@@ -509,7 +738,7 @@ fn accept(
                     st.links.insert(link, io);
                     st.proto.adopt(h, reset, now);
                 }
-                drain(&mut st.proto)
+                drain(&mut st.proto, &existing, true)
             };
             *existing.peer_hint.lock() = req.peer_addr;
             existing.wake();
@@ -523,12 +752,12 @@ fn accept(
             st.proto.decide_accept(Decision::New, now);
             *incoming.peer_hint.lock() = req.peer_addr;
             table.insert(key, incoming.clone());
-            drain(&mut st.proto)
+            drain(&mut st.proto, incoming, true)
         }
         (other, _) => {
             let mut st = incoming.state.lock();
             st.proto.decide_accept(other, now);
-            drain(&mut st.proto)
+            drain(&mut st.proto, incoming, true)
         }
     };
     drop(table);
@@ -561,8 +790,12 @@ pub(crate) fn writer_loop(inner: Arc<Inner>, shared: Arc<ConnShared>) {
         // Bytes are taken from the state machine and the link's write lock is taken
         // before the session lock is released, so that two threads (e.g. around an
         // adoption) can never write one link's bytes out of order.
+        // The write lock is only *tried* while the session lock is held: a user thread
+        // may be writing (see `ConnectionRef::send`), and waiting for it here would
+        // block every other user of the session. If it is busy, that thread wakes us
+        // when it is done.
         let mut io: Option<(LinkId, Arc<LinkIo>)> = None;
-        let mut guard;
+        let mut guard = None;
         let (events, connect, deadline) = {
             let mut st = shared.state.lock();
             if st.proto.poll_timeout().is_some_and(|t| t <= now) {
@@ -571,17 +804,28 @@ pub(crate) fn writer_loop(inner: Arc<Inner>, shared: Arc<ConnShared>) {
             let connect = std::mem::take(&mut st.connect_due);
             // Only take bytes for a link whose socket is attached: bytes taken with
             // nowhere to go would be lost.
-            if let Some(link) = st.proto.link_id().filter(|l| st.links.contains_key(l)) {
-                if st.proto.poll_transmit(link, now, &mut out) {
-                    io = st.links.get(&link).cloned().map(|io| (link, io));
+            if let Some(link) = st.proto.link_id() {
+                io = st.links.get(&link).cloned().map(|io| (link, io));
+            }
+            if let Some((link, lio)) = &io {
+                guard = lio.write.try_lock();
+                let has_pending = guard.as_ref().is_some_and(|w| !w.pending.is_empty());
+                if guard.is_none() || !(st.proto.poll_transmit(*link, now, &mut out) || has_pending)
+                {
+                    guard = None;
                 }
             }
-            guard = io.as_ref().map(|(_, io)| io.write.lock());
-            (drain(&mut st.proto), connect, st.proto.poll_timeout())
+            (
+                drain(&mut st.proto, &shared, true),
+                connect,
+                st.proto.poll_timeout(),
+            )
         };
         if let (Some((link, _)), Some(mut w)) = (&io, guard.take()) {
+            // (the lock was taken before the session lock was released: bytes go out in
+            // the order they were produced)
             let len = out.len() as u64;
-            let r = write_batch(&mut w, &mut out);
+            let r = w.write_all(&mut out);
             drop(w);
             out.clear();
             match r {
@@ -593,15 +837,11 @@ pub(crate) fn writer_loop(inner: Arc<Inner>, shared: Arc<ConnShared>) {
                     ProtoError::Transport(format!("write: {e}")),
                 ),
             }
-            if !events.is_empty() {
-                handle_events(&inner, &shared, events);
-            }
+            handle_events(&inner, &shared, events);
             continue;
         }
         drop(guard);
-        if !events.is_empty() {
-            handle_events(&inner, &shared, events);
-        }
+        handle_events(&inner, &shared, events);
         out.clear();
         if connect {
             if let Some(addr) = target {
@@ -612,9 +852,7 @@ pub(crate) fn writer_loop(inner: Arc<Inner>, shared: Arc<ConnShared>) {
         let wait = deadline.map_or(Duration::from_secs(1), |d| {
             d.saturating_duration_since(Instant::now())
         });
-        let _ = shared
-            .wake_rx
-            .recv_timeout(wait.min(Duration::from_secs(1)));
+        shared.wake.wait(wait.min(Duration::from_secs(1)));
     }
 }
 
@@ -633,7 +871,7 @@ fn do_connect(inner: &Arc<Inner>, shared: &Arc<ConnShared>, addr: SocketAddr) {
             st.proto.set_preferred_method(Some(*m));
         }
         st.proto.start_link(link, Instant::now());
-        drain(&mut st.proto)
+        drain(&mut st.proto, shared, true)
     };
     handle_events(inner, shared, events);
     match result {

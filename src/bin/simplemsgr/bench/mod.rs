@@ -13,6 +13,7 @@
 
 pub mod hol;
 pub mod latency;
+pub mod msgr;
 pub mod raw;
 pub mod report;
 
