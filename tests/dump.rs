@@ -4,8 +4,6 @@
 #![allow(clippy::disallowed_methods)]
 
 mod common;
-#[path = "common/relay.rs"]
-mod relay;
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -21,8 +19,8 @@ use simplemsgr::runtime::{ChannelDispatcher, Messenger};
 use simplemsgr::wire::msgr2::PROTO_FEATURE_STRUCTURED;
 use simplemsgr::wire::types::{EntityType, Timespec};
 
+use common::relay::{Direction, Pass, Record as Rec, Relay};
 use common::{msg, recv_messages, Echo};
-use relay::{Direction, Pass, Record as Rec, Relay};
 
 const MESSAGES: u32 = 21;
 const BIG: usize = 1 << 20;

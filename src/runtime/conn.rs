@@ -274,9 +274,9 @@ impl ConnectionRef {
                 })?;
             // Sparse traffic is written at once by this thread (latency); dense traffic
             // is left to the writer thread, which batches (throughput).
-            let sparse = st
-                .last_send
-                .is_none_or(|t| now.saturating_duration_since(t) >= INLINE_AFTER_IDLE);
+            let sparse = st.last_send.map_or(true, |t| {
+                now.saturating_duration_since(t) >= INLINE_AFTER_IDLE
+            });
             st.last_send = Some(now);
             if sparse {
                 if let Some(link) = st.proto.link_id() {
