@@ -281,3 +281,68 @@ fn v1_capture_of_the_ceph_cli_decodes_in_each_direction() {
     );
     assert_eq!(recs2.len(), recs.len() - 1);
 }
+
+/// `simplemsgr serve` and `simplemsgr bench ADDR` (plain msgr2), as separate processes,
+/// through the recording relay: every direction of every connection decodes completely.
+#[test]
+fn bench_traffic_through_a_relay_decodes_in_each_direction() {
+    use std::io::{BufRead, BufReader};
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_simplemsgr"))
+        .args([
+            "serve",
+            "--bind",
+            "127.0.0.1:0",
+            "--duration-secs",
+            "30",
+            "-q",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start simplemsgr serve");
+    let mut line = String::new();
+    let stdout = serve.stdout.take().expect("serve stdout");
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("serve prints its address");
+    let addr: std::net::SocketAddr = line
+        .split_whitespace()
+        .find_map(|w| w.trim_end_matches(',').parse().ok())
+        .unwrap_or_else(|| panic!("no address in {line:?}"));
+    let (rec, recording) = Rec::new(Box::new(Pass));
+    let relay = Relay::start(addr, Box::new(rec));
+    let out = Command::new(env!("CARGO_BIN_EXE_simplemsgr"))
+        .args(["bench", &relay.addr().to_string()])
+        .args([
+            "--size", "64,4k", "--count", "200", "--conns", "1", "--mode", "plain",
+        ])
+        .args(["--no-raw", "--budget-secs", "10", "-q"])
+        .output()
+        .expect("run simplemsgr bench");
+    let _ = serve.kill();
+    let _ = serve.wait();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(relay.wait_quiet(Duration::from_secs(5)));
+    let conns = relay.connections();
+    assert!(conns >= 1);
+    let mut msgs = 0;
+    for c in 0..conns {
+        for dir in [Direction::ClientToServer, Direction::ServerToClient] {
+            let bytes = recording.bytes(c, dir);
+            let (recs, r) = decode(&bytes, None);
+            r.unwrap_or_else(|e| panic!("connection {c} {dir:?}: {e}"));
+            let mut pos = 0;
+            for r in &recs {
+                assert_eq!(r.offset, pos);
+                pos += r.len;
+            }
+            assert_eq!(pos, bytes.len() as u64);
+            msgs += count(&recs, "MSG");
+        }
+    }
+    assert!(msgs >= 2 * 200, "{msgs} messages in the capture");
+}

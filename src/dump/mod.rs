@@ -187,6 +187,13 @@ pub fn decode_stream(
     opts: &DumpOptions,
     out: &mut dyn FnMut(&Record),
 ) -> Result<Summary, DumpError> {
+    if bytes.is_empty() {
+        // A direction that sent nothing (a probe, a refused connection) has no frames.
+        return Ok(Summary {
+            records: 0,
+            bytes: 0,
+        });
+    }
     let proto = match opts.proto.unwrap_or(ProtoChoice::Auto) {
         ProtoChoice::Auto => {
             if bytes.starts_with(v1::BANNER) {
