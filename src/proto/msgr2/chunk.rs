@@ -71,7 +71,8 @@ pub enum ChunkError {
         /// The transfer id.
         xid: u64,
     },
-    /// The link closed or a CLOSE arrived while a chunked message was incomplete.
+    /// The link closed while a chunked message was incomplete (logged; the partial data is
+    /// discarded and the sender resends the message, §7.7).
     Incomplete {
         /// The transfer id.
         xid: u64,

@@ -221,6 +221,19 @@ impl Connection {
     /// A link is going away: messages that did not complete on it go back to the front
     /// of the queue, to be sent again from the start on the next link (§7.7).
     pub(super) fn return_unfinished(&mut self, link: &mut Link) {
+        if let Some(t) = link.chunk_rx.current.take() {
+            let (received, total) = t.progress();
+            debug!(
+                "[{}] link {} closed: partial data discarded ({})",
+                self.peer.addr,
+                link.id,
+                ChunkError::Incomplete {
+                    xid: t.xid,
+                    received,
+                    total
+                }
+            );
+        }
         let msgs = link.chunk_tx.take_unfinished();
         if !msgs.is_empty() {
             debug!(

@@ -344,6 +344,9 @@ fn receiver_enforces_the_chunk_rules() {
     );
     closed(&inject(&[header(1, 10), header(2, 10)]), "AlreadyInFlight");
     closed(&inject(&[chunk(1, 0, 4, 0)]), "UnknownTransfer");
+    // Incomplete: nothing is delivered until every byte is covered, and nothing fails.
+    let partial = inject(&[header(1, 10), chunk(1, 6, 4, 0), chunk(1, 0, 3, 0)]);
+    assert!(partial.is_empty(), "{partial:?}");
     // Out of order is fine: the message completes and is delivered.
     let ok = inject(&[
         header(1, 10),
