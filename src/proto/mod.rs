@@ -145,6 +145,13 @@ pub struct ProtoConfig {
     pub global_seq: Arc<GlobalSeq>,
     /// Policies by peer type.
     pub policies: policy::PolicyTable,
+    /// Structured data (docs/PROTOCOL.md §7): when the extension is negotiated, a message
+    /// whose data section is larger than this travels in CHUNK frames of this size.
+    /// 0 never chunks.
+    pub chunk_size: usize,
+    /// Where to write session keys for offline decryption (docs/PROTOCOL.md §11); `None`
+    /// (the default) writes nothing. Keys never appear anywhere else.
+    pub key_log: Option<Arc<dyn crate::crypto::KeyLog>>,
 }
 
 impl ProtoConfig {
@@ -174,6 +181,8 @@ impl ProtoConfig {
             ack_delay: Duration::from_millis(2),
             global_seq: Arc::new(GlobalSeq::default()),
             policies: policy::PolicyTable::default(),
+            chunk_size: 64 * 1024,
+            key_log: None,
         }
     }
 }

@@ -503,6 +503,10 @@ fn dispatch_events(inner: &Arc<Inner>, shared: &Arc<ConnShared>, events: Vec<Pro
             ProtoEvent::AcceptRequest(_) => {
                 // Handled by the reader thread of the incoming link (see `reader_loop`).
             }
+            ProtoEvent::ChunkedAborted { tid, code, message, received, total } => warn!(
+                "conn#{}: peer aborted chunked message tid {tid} ({received}/{total} bytes): code {code}: {message}",
+                shared.id
+            ),
         }
     }
     if count > 0 {

@@ -164,6 +164,8 @@ pub struct MessengerBuilder {
     features_required: u64,
     protocol_features: u64,
     max_frames_per_key: u64,
+    key_log: Option<Arc<dyn crate::crypto::KeyLog>>,
+    chunk_size: Option<usize>,
 }
 
 impl MessengerBuilder {
@@ -219,6 +221,20 @@ impl MessengerBuilder {
         self
     }
 
+    /// Write session keys to this sink (docs/PROTOCOL.md §11). Without it, the file named
+    /// by `SIMPLEMSGR_KEYLOG` is used if that variable is set.
+    pub fn key_log(mut self, sink: Arc<dyn crate::crypto::KeyLog>) -> Self {
+        self.key_log = Some(sink);
+        self
+    }
+
+    /// Structured data (docs/PROTOCOL.md §7): chunk size for large data sections when the
+    /// extension is negotiated (enable it with `protocol_features(PROTO_FEATURE_STRUCTURED)`).
+    pub fn chunk_size(mut self, bytes: usize) -> Self {
+        self.chunk_size = Some(bytes);
+        self
+    }
+
     /// Protected frames per key before re-keying (tests lower it).
     pub fn max_frames_per_key(mut self, n: u64) -> Self {
         self.max_frames_per_key = n;
@@ -260,6 +276,10 @@ impl MessengerBuilder {
         proto.features_required = self.features_required;
         proto.protocol_features = self.protocol_features;
         proto.max_frames_per_key = self.max_frames_per_key;
+        proto.key_log = self.key_log.or_else(super::keylog::FileKeyLog::from_env);
+        if let Some(n) = self.chunk_size {
+            proto.chunk_size = n;
+        }
         proto.keepalive_interval =
             (!c.keepalive_interval.is_zero()).then_some(c.keepalive_interval);
         proto.idle_timeout = c.idle_timeout;
@@ -337,6 +357,8 @@ impl Messenger {
             features_required: 0,
             protocol_features: 0,
             max_frames_per_key: crate::crypto::DEFAULT_MAX_FRAMES,
+            key_log: None,
+            chunk_size: None,
         }
     }
 

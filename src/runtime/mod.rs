@@ -23,6 +23,7 @@ pub mod config;
 pub mod conn;
 pub mod dispatch;
 pub mod fault;
+pub mod keylog;
 pub mod limits;
 pub mod messenger;
 pub mod monc;

@@ -5,6 +5,7 @@
 //! by reconnecting (as the connecting side) or by waiting in standby for the peer
 //! (as a `server`), and replays what the peer did not acknowledge.
 
+mod chunk;
 mod client;
 mod exchange;
 mod link;
@@ -29,6 +30,8 @@ use super::policy::Policy;
 use super::session::Session;
 use super::ProtoConfig;
 
+pub use chunk::ChunkError;
+pub use exchange::AbortOutcome;
 use link::Link;
 pub use link::{Phase, Role};
 
@@ -387,6 +390,7 @@ impl Connection {
                         || (l.is_open()
                             && (self.session.has_outgoing()
                                 || self.ack_is_due(None)
+                                || l.chunk_tx.pending()
                                 || l.keepalive_ack_due.is_some())))
             })
     }
@@ -601,6 +605,7 @@ impl Connection {
     }
 
     fn push_link_closed(&mut self, mut link: Link, error: Error, initiator: Initiator) {
+        self.return_unfinished(&mut link);
         // Tell the peer why (§3.4: a frame that fails authentication is answered with
         // CLOSE(PROTOCOL) too, although the peer "initiated" it). `close_reason` is `None`
         // when the peer told us (CLOSE), the transport is gone, or the banner was bad.
