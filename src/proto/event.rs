@@ -80,6 +80,8 @@ pub enum Error {
     Transport(String),
     /// The application closed the connection.
     MarkedDown,
+    /// A legacy v1 peer sent something invalid or refused us (the text says what).
+    Legacy(String),
 }
 
 impl Error {
@@ -162,6 +164,7 @@ impl fmt::Display for Error {
             }
             Error::Transport(m) => write!(f, "transport: {m}"),
             Error::MarkedDown => f.write_str("connection marked down"),
+            Error::Legacy(m) => write!(f, "v1: {m}"),
         }
     }
 }

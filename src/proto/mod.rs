@@ -22,6 +22,7 @@
 //! ```
 
 pub mod accept;
+pub mod any;
 pub mod event;
 pub mod msgr2;
 pub mod policy;
@@ -36,6 +37,7 @@ use crate::auth::AuthConfig;
 use crate::wire::msgr2::Limits;
 use crate::wire::types::{AddrVec, EntityName};
 
+pub use any::{AnyConnection, AnyHandoff};
 pub use event::{AcceptRequest, Error, Event, Initiator, LinkId};
 pub use msgr2::Connection;
 pub use policy::{Policy, PolicyTable};

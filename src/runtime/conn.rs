@@ -21,7 +21,7 @@ use parking_lot::Mutex;
 
 use crate::proto::accept::{decide, Decision};
 use crate::proto::msgr2::{SendError, State};
-use crate::proto::{Connection as ProtoConn, Error as ProtoError, Event as ProtoEvent, LinkId};
+use crate::proto::{AnyConnection as ProtoConn, Error as ProtoError, Event as ProtoEvent, LinkId};
 use crate::wire::message::Message;
 use crate::wire::transmit::Transmit;
 use crate::wire::types::{EntityAddr, EntityType};
