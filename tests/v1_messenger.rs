@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use simplemsgr::proto::Policy;
-use simplemsgr::runtime::{ChannelDispatcher, ConnectionRef, Dispatcher, Event, Messenger};
 use simplemsgr::runtime::SeededRng;
+use simplemsgr::runtime::{ChannelDispatcher, ConnectionRef, Dispatcher, Event, Messenger};
 use simplemsgr::wire::message::Message;
 use simplemsgr::wire::types::{AddrType, EntityAddr, EntityName, EntityType};
 
@@ -220,8 +220,8 @@ fn v1_synthetic_fault_test_exactly_once_in_order() {
         let name = format!("client.{}", c + 1);
         let (mut b, ev) = {
             let (d, ev) = ChannelDispatcher::new();
-            let mut b = Messenger::builder(name.parse().unwrap())
-                .default_policy(Policy::lossless_client());
+            let mut b =
+                Messenger::builder(name.parse().unwrap()).default_policy(Policy::lossless_client());
             b.config_mut().initial_backoff = Duration::from_millis(5);
             b.config_mut().fault.socket_failures = 30;
             b.config_mut().fault.seed = 11 + c as u64;
@@ -281,9 +281,7 @@ fn v1_synthetic_fault_test_exactly_once_in_order() {
     for (k, (name, _, _)) in clients.iter().enumerate() {
         let up = tally(PER_CONN, at_server.get(name).map_or(&[][..], |v| &v[..]));
         let down = tally(PER_CONN, &echoes[k]);
-        println!(
-            "{name}: sent {PER_CONN}; to server {up:?}; echoed back {down:?}",
-        );
+        println!("{name}: sent {PER_CONN}; to server {up:?}; echoed back {down:?}",);
         for t in [up, down] {
             ok &= t.delivered == PER_CONN as usize
                 && t.lost == 0
@@ -296,7 +294,10 @@ fn v1_synthetic_fault_test_exactly_once_in_order() {
         want,
         start.elapsed()
     );
-    assert!(ok, "every message exactly once and in order on every connection");
+    assert!(
+        ok,
+        "every message exactly once and in order on every connection"
+    );
     assert!(faults > 0, "faults were injected");
     srv.shutdown();
     for (_, m, _) in &clients {

@@ -21,6 +21,9 @@ use super::v1::{V1Handoff, V1SessionConn};
 use super::ProtoConfig;
 
 /// An msgr2 or a v1 session.
+// One per session, created once and kept in place behind the session lock: the size
+// difference costs nothing, a Box would cost a pointer chase on every call.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum AnyConnection {
     /// msgr2.
@@ -30,6 +33,8 @@ pub enum AnyConnection {
 }
 
 /// A link handed from an incoming connection to the existing session that adopts it.
+// Moved once per adoption.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum AnyHandoff {
     /// An msgr2 link.
@@ -59,9 +64,7 @@ impl AnyConnection {
         if peer.kind == AddrType::LEGACY {
             AnyConnection::V1(V1SessionConn::outgoing(cfg, rng, peer, peer_type, now))
         } else {
-            AnyConnection::V2(msgr2::Connection::outgoing(
-                cfg, rng, peer, peer_type, now,
-            ))
+            AnyConnection::V2(msgr2::Connection::outgoing(cfg, rng, peer, peer_type, now))
         }
     }
 
@@ -83,13 +86,7 @@ impl AnyConnection {
         socket_peer: SocketAddr,
         now: Instant,
     ) -> Self {
-        AnyConnection::V1(V1SessionConn::incoming(
-            cfg,
-            rng,
-            link_id,
-            socket_peer,
-            now,
-        ))
+        AnyConnection::V1(V1SessionConn::incoming(cfg, rng, link_id, socket_peer, now))
     }
 
     /// True for a v1 session.
