@@ -117,7 +117,8 @@ impl Error {
             Error::Frame(_) | Error::UnexpectedFrame { .. } | Error::PeerMisbehaved(_) => {
                 CloseReason::PROTOCOL
             }
-            Error::Auth(_) => CloseReason::AUTH_FAILED,
+            // AUTH_FAILED, or AUTH_METHOD / PROTOCOL where the auth error says so (§4.4).
+            Error::Auth(e) => CloseReason(e.close_reason()),
             Error::NoCommonAuthMethod { .. } => CloseReason::AUTH_METHOD,
             Error::ModeRefused(_) => CloseReason::MODE_REQUIRED,
             Error::MissingFeatures { .. } => CloseReason::FEATURES,
@@ -139,7 +140,8 @@ impl fmt::Display for Error {
                 write!(f, "unexpected frame {tag:?} while waiting for {expected}")
             }
             Error::PeerMisbehaved(what) => write!(f, "peer violated the protocol: {what}"),
-            Error::Auth(e) => write!(f, "authentication failed: {e}"),
+            // AuthError texts already say what failed ("authentication failed: …").
+            Error::Auth(e) => write!(f, "{e}"),
             Error::Closed { reason, message } if message.is_empty() => {
                 write!(f, "peer closed the connection ({reason:?})")
             }

@@ -10,14 +10,14 @@
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use crossbeam_channel::{Receiver, Sender};
 use log::{debug, info, warn};
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 
 use crate::proto::accept::{decide, Decision};
 use crate::proto::msgr2::{SendError, State};
@@ -60,6 +60,12 @@ pub struct ConnShared {
     pub(crate) peer_hint: Mutex<EntityAddr>,
     /// Where to (re)connect, for sessions we initiate.
     pub(crate) target: Option<SocketAddr>,
+    /// Dispatch order: batches of events are numbered under the session lock and
+    /// dispatched strictly in that order, with no lock held during the callbacks (two
+    /// reader threads can briefly serve one session around a reconnect).
+    tickets: AtomicU64,
+    turn: Mutex<u64>,
+    turn_cv: Condvar,
 }
 
 impl ConnShared {
@@ -82,6 +88,9 @@ impl ConnShared {
             closed: AtomicBool::new(false),
             peer_hint: Mutex::new(peer),
             target,
+            tickets: AtomicU64::new(0),
+            turn: Mutex::new(0),
+            turn_cv: Condvar::new(),
         })
     }
 
@@ -92,6 +101,31 @@ impl ConnShared {
 
     fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
+    }
+
+    /// Number a batch of events; call with the session lock held.
+    fn ticket(&self) -> u64 {
+        self.tickets.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Run `f` when every earlier-numbered batch has been dispatched.
+    fn in_turn(&self, ticket: u64, f: impl FnOnce()) {
+        {
+            let mut turn = self.turn.lock();
+            while *turn != ticket {
+                self.turn_cv.wait(&mut turn);
+            }
+        }
+        // Pass the turn on even if a callback panics.
+        struct Next<'a>(&'a ConnShared);
+        impl Drop for Next<'_> {
+            fn drop(&mut self) {
+                *self.0.turn.lock() += 1;
+                self.0.turn_cv.notify_all();
+            }
+        }
+        let _next = Next(self);
+        f();
     }
 }
 
@@ -155,10 +189,10 @@ impl ConnectionRef {
                 .map_err(|SendError::Closed| Error::Refused {
                     reason: "connection is closed".into(),
                 })?;
-            drain(&mut st.proto)
+            drain(&mut st.proto, &self.shared, false)
         };
         self.shared.wake();
-        if !events.is_empty() {
+        if !events.events.is_empty() {
             if let Some(inner) = self.msgr.upgrade() {
                 handle_events(&inner, &self.shared, events);
             }
@@ -171,7 +205,7 @@ impl ConnectionRef {
         let events = {
             let mut st = self.shared.state.lock();
             st.proto.mark_down(Instant::now());
-            drain(&mut st.proto)
+            drain(&mut st.proto, &self.shared, false)
         };
         if let Some(inner) = self.msgr.upgrade() {
             handle_events(&inner, &self.shared, events);
@@ -227,12 +261,23 @@ impl ConnectionRef {
     }
 }
 
-pub(crate) fn drain(proto: &mut ProtoConn) -> Vec<ProtoEvent> {
-    let mut v = Vec::new();
+/// Events taken from a session under its lock, with their place in the dispatch order.
+pub(crate) struct Batch {
+    events: Vec<ProtoEvent>,
+    ticket: Option<u64>,
+}
+
+/// Take the pending events. With `ordered`, the batch gets a dispatch ticket (call
+/// with the session lock held, from a messenger thread). User calls (send, mark_down,
+/// connect) take unordered batches: they run inside callbacks too, and their events
+/// (ReconnectDue, LinkClosed) call no dispatcher method.
+pub(crate) fn drain(proto: &mut ProtoConn, shared: &ConnShared, ordered: bool) -> Batch {
+    let mut events = Vec::new();
     while let Some(e) = proto.poll_event() {
-        v.push(e);
+        events.push(e);
     }
-    v
+    let ticket = (ordered && !events.is_empty()).then(|| shared.ticket());
+    Batch { events, ticket }
 }
 
 pub(crate) fn conn_ref(inner: &Arc<Inner>, shared: &Arc<ConnShared>) -> ConnectionRef {
@@ -245,15 +290,35 @@ pub(crate) fn conn_ref(inner: &Arc<Inner>, shared: &Arc<ConnShared>) -> Connecti
 }
 
 /// Act on state-machine events, with no lock held.
-pub(crate) fn handle_events(inner: &Arc<Inner>, shared: &Arc<ConnShared>, events: Vec<ProtoEvent>) {
+///
+/// Messages are dispatched in order on the calling (reader) thread. The dispatch
+/// throttle is taken once for the whole batch of messages that one read produced,
+/// before the first is dispatched, and released after the last.
+pub(crate) fn handle_events(inner: &Arc<Inner>, shared: &Arc<ConnShared>, batch: Batch) {
+    match batch.ticket {
+        Some(t) => shared.in_turn(t, || dispatch_events(inner, shared, batch.events)),
+        None => dispatch_events(inner, shared, batch.events),
+    }
+}
+
+fn dispatch_events(inner: &Arc<Inner>, shared: &Arc<ConnShared>, events: Vec<ProtoEvent>) {
+    if events.is_empty() {
+        return;
+    }
+    let cref = conn_ref(inner, shared);
+    let (count, bytes) = events.iter().fold((0u64, 0u64), |(c, b), e| match e {
+        ProtoEvent::Message(m) => (c + 1, b + m.payload_len() as u64),
+        _ => (c, b),
+    });
+    if count > 0 {
+        inner.dispatch_throttle.acquire(count, bytes);
+    }
+    let mut closed = false;
     for ev in events {
         match ev {
             ProtoEvent::Message(m) => {
-                let bytes = m.payload_len() as u64;
                 inner.stats.msg_in();
-                inner.dispatch_throttle.acquire(1, bytes);
-                inner.dispatcher.dispatch(&conn_ref(inner, shared), m);
-                inner.dispatch_throttle.release(1, bytes);
+                inner.dispatcher.dispatch(&cref, m);
             }
             ProtoEvent::Connected { resumed } => {
                 info!("conn#{} connected (resumed={resumed})", shared.id);
@@ -261,11 +326,11 @@ pub(crate) fn handle_events(inner: &Arc<Inner>, shared: &Arc<ConnShared>, events
                     let method = shared.state.lock().proto.auth_method();
                     inner.method_cache.lock().insert(addr, method);
                 }
-                inner.dispatcher.handle_connect(&conn_ref(inner, shared));
+                inner.dispatcher.handle_connect(&cref);
             }
             ProtoEvent::Accepted { resumed } => {
                 info!("conn#{} accepted (resumed={resumed})", shared.id);
-                inner.dispatcher.handle_accept(&conn_ref(inner, shared));
+                inner.dispatcher.handle_accept(&cref);
             }
             ProtoEvent::ReconnectDue => {
                 shared.state.lock().connect_due = true;
@@ -281,32 +346,36 @@ pub(crate) fn handle_events(inner: &Arc<Inner>, shared: &Arc<ConnShared>, events
                     shared.id
                 );
                 close_link(shared, link);
+                closed = true;
             }
             ProtoEvent::Reset => {
                 inner.forget(shared);
-                inner.dispatcher.handle_reset(&conn_ref(inner, shared));
+                inner.dispatcher.handle_reset(&cref);
+                closed = true;
             }
-            ProtoEvent::RemoteReset => inner
-                .dispatcher
-                .handle_remote_reset(&conn_ref(inner, shared)),
+            ProtoEvent::RemoteReset => inner.dispatcher.handle_remote_reset(&cref),
             ProtoEvent::Refused(e) => {
                 warn!("conn#{} refused: {e}", shared.id);
                 inner.forget(shared);
                 inner.dispatcher.handle_refused(
-                    &conn_ref(inner, shared),
+                    &cref,
                     &Error::Refused {
                         reason: e.to_string(),
                     },
                 );
+                closed = true;
             }
             ProtoEvent::AcceptRequest(_) => {
                 // Handled by the reader thread of the incoming link (see `reader_loop`).
             }
         }
-        if shared.state.lock().proto.state() == State::Closed {
-            shared.closed.store(true, Ordering::Release);
-            shared.wake();
-        }
+    }
+    if count > 0 {
+        inner.dispatch_throttle.release(count, bytes);
+    }
+    if closed && shared.state.lock().proto.state() == State::Closed {
+        shared.closed.store(true, Ordering::Release);
+        shared.wake();
     }
 }
 
@@ -382,6 +451,7 @@ fn spawn_reader(inner: &Arc<Inner>, shared: Arc<ConnShared>, link: LinkId, read:
 /// Read bytes, feed the state machine, act on its events; until the link dies.
 fn reader_loop(inner: Arc<Inner>, mut shared: Arc<ConnShared>, link: LinkId, read: ReadHalf) {
     let mut reader = inner.faults.wrap_reader(read, link);
+    let faults = inner.faults.for_connection(link);
     let mut buf = BytesMut::with_capacity(64 * 1024);
     let mut hint = 64 * 1024;
     loop {
@@ -391,12 +461,12 @@ fn reader_loop(inner: Arc<Inner>, mut shared: Arc<ConnShared>, link: LinkId, rea
         let n = match reader.read(&mut buf[start..]) {
             Ok(0) => {
                 buf.truncate(start);
-                fail(
-                    &inner,
-                    &shared,
-                    link,
-                    ProtoError::Transport("peer closed the connection".into()),
-                );
+                // Bytes still buffered are an incomplete frame (or banner): say so.
+                let why = match buf.len() {
+                    0 => "peer closed the connection".to_string(),
+                    n => format!("peer closed the connection in the middle of a frame ({n} bytes of it received)"),
+                };
+                fail(&inner, &shared, link, ProtoError::Transport(why));
                 return;
             }
             Ok(n) => n,
@@ -412,23 +482,29 @@ fn reader_loop(inner: Arc<Inner>, mut shared: Arc<ConnShared>, link: LinkId, rea
         };
         buf.truncate(start + n);
         inner.stats.add_bytes_in(n as u64);
+        // ms_inject_delay_*: hold what was read before it is processed.
+        faults.inject_delay("read");
         loop {
             let (events, still_ours) = {
                 let mut st = shared.state.lock();
                 hint = st.proto.handle_input(link, &mut buf, Instant::now());
                 let ours = st.proto.link_id() == Some(link);
-                (drain(&mut st.proto), ours)
+                (drain(&mut st.proto, &shared, true), ours)
             };
             shared.wake();
             let mut adopted = None;
-            let mut rest = Vec::with_capacity(events.len());
-            for ev in events {
-                match ev {
-                    ProtoEvent::AcceptRequest(req) => adopted = accept(&inner, &shared, link, req),
-                    other => rest.push(other),
+            let mut batch = events;
+            if let Some(i) = batch
+                .events
+                .iter()
+                .position(|e| matches!(e, ProtoEvent::AcceptRequest(_)))
+            {
+                if let ProtoEvent::AcceptRequest(req) = batch.events.remove(i) {
+                    adopted = Some(req);
                 }
             }
-            handle_events(&inner, &shared, rest);
+            handle_events(&inner, &shared, batch);
+            let adopted = adopted.and_then(|req| accept(&inner, &shared, link, req));
             let was_adopted = adopted.is_some();
             if let Some(existing) = adopted {
                 // The link now belongs to the existing session; keep reading for it.
@@ -449,10 +525,12 @@ fn reader_loop(inner: Arc<Inner>, mut shared: Arc<ConnShared>, link: LinkId, rea
 }
 
 fn fail(inner: &Arc<Inner>, shared: &Arc<ConnShared>, link: LinkId, err: ProtoError) {
+    // ms_inject_internal_delays: widen the race window around fault handling.
+    inner.faults.for_connection(link).internal_delay("fault");
     let events = {
         let mut st = shared.state.lock();
         st.proto.link_failed(link, err, Instant::now());
-        drain(&mut st.proto)
+        drain(&mut st.proto, shared, true)
     };
     handle_events(inner, shared, events);
     // Whatever happened, this socket is done.
@@ -467,6 +545,7 @@ fn accept(
     link: LinkId,
     req: crate::proto::AcceptRequest,
 ) -> Option<Arc<ConnShared>> {
+    inner.faults.for_connection(link).internal_delay("accept");
     let now = Instant::now();
     let key = session_key(&req.peer_addr);
     let my_addr = inner.my_addr();
@@ -505,7 +584,7 @@ fn accept(
                     st.links.insert(link, io);
                     st.proto.adopt(h, reset, now);
                 }
-                drain(&mut st.proto)
+                drain(&mut st.proto, &existing, true)
             };
             *existing.peer_hint.lock() = req.peer_addr;
             existing.wake();
@@ -519,12 +598,12 @@ fn accept(
             st.proto.decide_accept(Decision::New, now);
             *incoming.peer_hint.lock() = req.peer_addr;
             table.insert(key, incoming.clone());
-            drain(&mut st.proto)
+            drain(&mut st.proto, incoming, true)
         }
         (other, _) => {
             let mut st = incoming.state.lock();
             st.proto.decide_accept(other, now);
-            drain(&mut st.proto)
+            drain(&mut st.proto, incoming, true)
         }
     };
     drop(table);
@@ -573,7 +652,11 @@ pub(crate) fn writer_loop(inner: Arc<Inner>, shared: Arc<ConnShared>) {
                 }
             }
             guard = io.as_ref().map(|(_, io)| io.write.lock());
-            (drain(&mut st.proto), connect, st.proto.poll_timeout())
+            (
+                drain(&mut st.proto, &shared, true),
+                connect,
+                st.proto.poll_timeout(),
+            )
         };
         if let (Some((link, _)), Some(mut w)) = (&io, guard.take()) {
             let len = out.len() as u64;
@@ -589,15 +672,11 @@ pub(crate) fn writer_loop(inner: Arc<Inner>, shared: Arc<ConnShared>) {
                     ProtoError::Transport(format!("write: {e}")),
                 ),
             }
-            if !events.is_empty() {
-                handle_events(&inner, &shared, events);
-            }
+            handle_events(&inner, &shared, events);
             continue;
         }
         drop(guard);
-        if !events.is_empty() {
-            handle_events(&inner, &shared, events);
-        }
+        handle_events(&inner, &shared, events);
         out.clear();
         if connect {
             if let Some(addr) = target {
@@ -629,7 +708,7 @@ fn do_connect(inner: &Arc<Inner>, shared: &Arc<ConnShared>, addr: SocketAddr) {
             st.proto.set_preferred_method(Some(*m));
         }
         st.proto.start_link(link, Instant::now());
-        drain(&mut st.proto)
+        drain(&mut st.proto, shared, true)
     };
     handle_events(inner, shared, events);
     match result {

@@ -405,7 +405,7 @@ impl Messenger {
         table.insert(key, shared.clone());
         drop(table);
         // The first event is ReconnectDue: let the writer connect.
-        let events = conn::drain(&mut shared.state.lock().proto);
+        let events = conn::drain(&mut shared.state.lock().proto, &shared, false);
         conn::handle_events(&self.inner, &shared, events);
         Ok(conn::conn_ref(&self.inner, &shared))
     }

@@ -2,6 +2,8 @@
 //! bounded waits, an echo dispatcher.
 #![allow(dead_code, clippy::disallowed_methods)]
 
+pub mod relay;
+
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;

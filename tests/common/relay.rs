@@ -12,7 +12,9 @@
 //!
 //! Closing is bounded: when one side closes (EOF), the relay flushes, passes the half-close on
 //! (`shutdown(Write)`), and gives the other direction [`DEFAULT_LINGER`] (or the linger given to
-//! [`Relay::start_with_linger`]) to finish before it shuts both sockets down. A read or write error
+//! [`Relay::start_with_linger`]) to finish before it shuts both sockets down. A write error (the
+//! destination hung up) stops that direction and gives the other one the same linger, so bytes a
+//! side sent just before hanging up still arrive, as over a direct TCP connection. A read error
 //! shuts both sockets at once. Dropping the [`Relay`] stops the acceptor, shuts every socket and
 //! joins every thread.
 //!
@@ -557,6 +559,7 @@ fn pump(
 ) {
     let mut buf = vec![0u8; READ_CHUNK];
     let mut offset = 0u64;
+    let mut write_failed = false;
     let clean_eof = loop {
         let n = match src.read(&mut buf) {
             Ok(0) => break true,
@@ -568,19 +571,27 @@ fn pump(
         lock(&sh.tamper).chunk(id, dir, offset, &buf[..n], &mut out);
         offset += n as u64;
         if write_pieces(&sh, id, dir, &mut dst, out).is_err() {
+            write_failed = true;
             break false;
         }
     };
     let mut out = Output::default();
     lock(&sh.tamper).eof(id, dir, &mut out);
-    let flushed = write_pieces(&sh, id, dir, &mut dst, out).is_ok();
+    let flushed = !write_failed && write_pieces(&sh, id, dir, &mut dst, out).is_ok();
 
     let mut finished = lock(&conn.finished);
     *finished += 1;
     conn.cv.notify_all();
-    if clean_eof && flushed && !sh.stop.load(Ordering::SeqCst) {
-        // Pass the half-close on, then give the other direction `linger` to finish.
-        let _ = dst.shutdown(Shutdown::Write);
+    // A clean EOF, or `dst` refusing our writes (it hung up): like TCP, the other
+    // direction still delivers what its source already sent (a farewell such as a CLOSE
+    // written just before the hang-up), within `linger`. A read error cuts both at once.
+    if ((clean_eof && flushed) || write_failed) && !sh.stop.load(Ordering::SeqCst) {
+        if write_failed {
+            let _ = src.shutdown(Shutdown::Read);
+        } else {
+            // Pass the half-close on, then give the other direction `linger` to finish.
+            let _ = dst.shutdown(Shutdown::Write);
+        }
         let deadline = Instant::now() + sh.linger;
         while *finished < 2 {
             let left = deadline.saturating_duration_since(Instant::now());

@@ -165,6 +165,11 @@ impl Link {
                 return Ok(());
             }
         }
+        // §3.4: the last frame a key may protect is reserved for CLOSE(REKEY), so the
+        // peer learns why the link ends instead of seeing a bare EOF.
+        if self.tx.remaining_frames() <= 1 && !matches!(frame, Frame::Close(_)) {
+            return Err(Error::KeysExhausted);
+        }
         self.tx
             .seal(frame, rng, &mut self.out)
             .map_err(|_| Error::KeysExhausted)

@@ -317,8 +317,11 @@ impl Connection {
             return false;
         }
         if let Err(e) = self.fill_transmit(now) {
+            // The frames sealed before the error, and the CLOSE, stay in the farewell for
+            // this link: the shell writes them when it handles the `LinkClosed` event
+            // (before closing the socket). Handing them out here raced with that close.
             self.fail_link(now, e, Initiator::Local);
-            return self.poll_transmit(link_id, now, out);
+            return false;
         }
         if let Some(link) = &mut self.link {
             std::mem::swap(out, &mut link.out);
@@ -574,15 +577,19 @@ impl Connection {
     }
 
     fn push_link_closed(&mut self, mut link: Link, error: Error, initiator: Initiator) {
-        // Tell the peer why, unless it told us or the transport is gone.
-        if initiator != Initiator::Peer {
-            if let Some(reason) = error.close_reason() {
-                let close = Frame::Close(Close {
-                    reason,
-                    message: error.to_string(),
-                });
-                let _ = link.queue(&close, &mut *self.rng);
-            }
+        // Tell the peer why (§3.4: a frame that fails authentication is answered with
+        // CLOSE(PROTOCOL) too, although the peer "initiated" it). `close_reason` is `None`
+        // when the peer told us (CLOSE), the transport is gone, or the banner was bad.
+        if let Some(reason) = error.close_reason() {
+            // Auth errors use their peer-facing text (§4.4: "unknown entity NAME", "bad
+            // proof for NAME"), which reveals no local configuration.
+            let message = match &error {
+                Error::Auth(e) => e.close_message(),
+                Error::ModeRefused(m) => m.clone(),
+                other => other.to_string(),
+            };
+            let close = Frame::Close(Close { reason, message });
+            let _ = link.queue(&close, &mut *self.rng);
         }
         if !link.out.is_empty() {
             let out = std::mem::take(&mut link.out);

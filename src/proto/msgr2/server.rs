@@ -8,9 +8,8 @@ use log::{debug, info};
 use crate::auth::{Method, Step};
 use crate::crypto::{derive_keys, Protection, RxProtector, TxProtector};
 use crate::wire::msgr2::{
-    Auth, AuthBadMethod, AuthDone, AuthMethods, Close, CloseReason, Frame, IdentBadProtocol,
-    IdentMissingFeatures, ReconnectOk, ReconnectRetryGlobal, ReconnectRetrySession, Start,
-    AUTH_NONE,
+    Auth, AuthBadMethod, AuthDone, AuthMethods, Frame, IdentBadProtocol, IdentMissingFeatures,
+    ReconnectOk, ReconnectRetryGlobal, ReconnectRetrySession, Start, AUTH_NONE,
 };
 use crate::wire::types::{AddrType, EntityAddr};
 
@@ -198,12 +197,8 @@ impl Connection {
             link.tx_hash = None;
         }
         if mode < min_mode {
+            // fail_link sends CLOSE(MODE_REQUIRED) with this text (once).
             let message = format!("server requires {min_mode:?} mode; client asked for {mode:?}");
-            let close = Frame::Close(Close {
-                reason: CloseReason::MODE_REQUIRED,
-                message: message.clone(),
-            });
-            link.queue(&close, &mut *self.rng)?;
             return Err(Error::ModeRefused(message));
         }
         link.flags = done.flags;

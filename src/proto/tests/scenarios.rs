@@ -454,6 +454,59 @@ fn tampering_with_a_protected_frame_is_detected() {
         p.drive_for(Duration::from_secs(5), 5000);
         let got: Vec<u32> = p.ep[1].delivered.iter().map(index_of).collect();
         assert_eq!(got, vec![7]);
+        // §3.4: the detecting side told the sender why (CLOSE(PROTOCOL)).
+        assert!(
+            p.ep[0]
+                .log
+                .iter()
+                .any(|l| l.contains("peer closed the connection (PROTOCOL)")),
+            "{mode:?}: {:?}",
+            p.ep[0].log
+        );
+    }
+}
+
+#[test]
+fn frame_limit_closes_with_rekey_and_resumes_with_fresh_keys() {
+    for mode in [Mode::Signed, Mode::Secure] {
+        let mut p = pair_with(mode, Policy::lossless_client(), Policy::stateful_server());
+        for ep in &mut p.ep {
+            std::sync::Arc::get_mut(&mut ep.cfg)
+                .expect("config not shared yet")
+                .max_frames_per_key = 12;
+        }
+        let c = p.connect(Side::A);
+        p.drive();
+        for i in 0..100 {
+            p.send(Side::A, c, msg(i, 64));
+        }
+        p.drive_for(Duration::from_secs(20), 20_000);
+        assert_in_order(&p.ep[1].delivered, 100);
+        // And the other way, so that the server's counter runs out too.
+        let j = p.ep[1]
+            .conns
+            .iter()
+            .position(|c| c.state() == State::Open)
+            .expect("the server's session is open");
+        for i in 0..100 {
+            p.send(Side::B, j, msg(i, 64));
+        }
+        p.drive_for(Duration::from_secs(20), 20_000);
+        assert_in_order(&p.ep[0].delivered, 100);
+        for side in [Side::A, Side::B] {
+            let log = &p.ep[side as usize].log;
+            let local = |l: &String| l.contains("Local frame counter limit reached");
+            let told = |l: &String| l.contains("peer closed the connection (REKEY)");
+            assert!(log.iter().any(local), "{mode:?} {side:?} rekeyed: {log:?}");
+            assert!(log.iter().any(told), "{mode:?} {side:?} was told: {log:?}");
+            // Never a frame past the limit, so never an authentication failure.
+            assert!(
+                !log.iter()
+                    .any(|l| l.contains("authentication (bad")
+                        || l.contains("exceeded the frame limit")),
+                "{mode:?} {side:?}: {log:?}"
+            );
+        }
     }
 }
 

@@ -12,6 +12,7 @@
 //!   Latency is the round trip.
 
 pub mod latency;
+pub mod msgr;
 pub mod raw;
 pub mod report;
 

@@ -11,14 +11,16 @@ use clap::{Args, ValueEnum};
 use simplemsgr::runtime::{Config, ResourceLimits};
 
 use super::{parse_addr, parse_secs, CliError};
+use crate::bench::msgr::MessengerTarget;
 use crate::bench::raw::RawTcp;
 use crate::bench::{
     fmt_size, parse_size, report, BenchTarget, Mode, Progress, RunResult, Workload,
 };
+use simplemsgr::proto::Mode as ProtectionMode;
 
 /// Which measurements to make.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ModeArg {
+pub enum RunsArg {
     /// Throughput and ping-pong latency.
     All,
     /// Streaming throughput only.
@@ -53,8 +55,36 @@ pub struct BenchArgs {
     #[arg(long, value_name = "SECS", default_value = "60", value_parser = parse_secs)]
     pub budget_secs: f64,
     /// Which measurements to make.
-    #[arg(long, value_enum, default_value_t = ModeArg::All)]
-    pub mode: ModeArg,
+    #[arg(long, value_enum, default_value_t = RunsArg::All)]
+    pub runs: RunsArg,
+    /// Frame protection for the messenger runs (signed and secure use the SECRET
+    /// auth method with a fixed benchmark key); several may be given, comma separated.
+    #[arg(long, value_delimiter = ',', value_enum)]
+    pub mode: Vec<ProtectionArg>,
+    /// Skip the raw TCP baseline (then no ratio is shown).
+    #[arg(long)]
+    pub no_raw: bool,
+}
+
+/// Frame protection of a messenger run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProtectionArg {
+    /// No protection.
+    Plain,
+    /// HMAC-SHA256 on every frame.
+    Signed,
+    /// AES-128-GCM on every frame.
+    Secure,
+}
+
+impl ProtectionArg {
+    fn mode(self) -> ProtectionMode {
+        match self {
+            ProtectionArg::Plain => ProtectionMode::Plain,
+            ProtectionArg::Signed => ProtectionMode::Signed,
+            ProtectionArg::Secure => ProtectionMode::Secure,
+        }
+    }
 }
 
 const DEFAULT_SIZES: [usize; 4] = [64, 4 << 10, 64 << 10, 1 << 20];
@@ -65,12 +95,17 @@ const DEFAULT_RUN_BYTES: u64 = 2 << 30;
 /// Shortest per-run cap the budget is shared out into.
 const MIN_RUN: Duration = Duration::from_millis(200);
 
-/// The messenger as a benchmark target, once it exists.
-///
-/// MESSENGER CORE: return `Some(Box::new(..))` here (local: an in-process server
-/// messenger; `Some(addr)`: a client of `simplemsgr serve`).
-fn messenger_target(_remote: Option<SocketAddr>, _cfg: &Config) -> Option<Box<dyn BenchTarget>> {
-    None
+/// The messenger as a benchmark target: an in-process server messenger, or a client
+/// of `simplemsgr serve` at `remote`.
+fn messenger_target(
+    remote: Option<SocketAddr>,
+    cfg: &Config,
+    mode: ProtectionMode,
+) -> Result<Box<dyn BenchTarget>, CliError> {
+    Ok(match remote {
+        Some(a) => Box::new(MessengerTarget::remote(a, cfg, mode)),
+        None => Box::new(MessengerTarget::local(cfg, mode).map_err(CliError::failed)?),
+    })
 }
 
 /// The runs of the matrix, in order.
@@ -92,7 +127,7 @@ fn plan(args: &BenchArgs) -> Vec<(Mode, Workload)> {
     };
     let cap = Duration::ZERO; // filled in once the number of runs is known
     let mut runs = Vec::new();
-    if args.mode != ModeArg::Latency {
+    if args.runs != RunsArg::Latency {
         for &size in &sizes {
             for &c in &tp_conns {
                 let count = args
@@ -109,7 +144,7 @@ fn plan(args: &BenchArgs) -> Vec<(Mode, Workload)> {
             }
         }
     }
-    if args.mode != ModeArg::Throughput {
+    if args.runs != RunsArg::Throughput {
         for &size in &sizes {
             for &c in &lat_conns {
                 let count = args.count.unwrap_or(DEFAULT_ROUND_TRIPS);
@@ -145,17 +180,21 @@ pub fn run(args: BenchArgs, cfg: &Config, quiet: bool) -> Result<(), CliError> {
         )));
     }
     let mut targets: Vec<Box<dyn BenchTarget>> = Vec::new();
-    match args.addr {
-        Some(a) => targets.push(Box::new(RawTcp::remote(a, cfg))),
-        None => targets.push(Box::new(RawTcp::local(cfg).map_err(|e| {
-            CliError::failed(format!("cannot start the raw TCP server: {e}"))
-        })?)),
+    if !args.no_raw {
+        match args.addr {
+            Some(a) => targets.push(Box::new(RawTcp::remote(a, cfg))),
+            None => targets.push(Box::new(RawTcp::local(cfg).map_err(|e| {
+                CliError::failed(format!("cannot start the raw TCP server: {e}"))
+            })?)),
+        }
     }
-    match messenger_target(args.addr, cfg) {
-        Some(t) => targets.push(t),
-        None => eprintln!(
-            "note: the messenger is not built yet; benchmarking the raw TCP baseline only"
-        ),
+    let modes = if args.mode.is_empty() {
+        vec![ProtectionArg::Plain]
+    } else {
+        args.mode.clone()
+    };
+    for m in modes {
+        targets.push(messenger_target(args.addr, cfg, m.mode())?);
     }
     let mut runs = plan(&args);
     let per_run = match args.duration_secs {
