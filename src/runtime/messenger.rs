@@ -550,7 +550,7 @@ fn serve_incoming(inner: Arc<Inner>, mut stream: std::net::TcpStream, peer: Sock
                 now,
             );
         }
-        conn::drain(&mut st.proto)
+        conn::drain(&mut st.proto, &shared, false)
     };
     conn::attach_link(&inner, &shared, link, transport);
     conn::handle_events(&inner, &shared, events);
