@@ -338,7 +338,7 @@ fn cli_unreachable_peer_fails_with_exit_1() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains(&format!("cannot connect to {addr}")), "{err}");
     let (code, _, err) = run(&[
-        "-q", "bench", &addr, "--size", "64", "--conns", "1", "--mode", "latency",
+        "-q", "bench", &addr, "--size", "64", "--conns", "1", "--runs", "latency",
     ]);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("cannot connect"), "{err}");
@@ -393,7 +393,7 @@ fn cli_serve_ping_and_bench_against_it() {
     );
     assert_eq!(bcode, 0, "{berr}");
     assert!(
-        bout.contains("throughput") && bout.contains("ping-pong") && bout.contains("raw-tcp"),
+        bout.contains("throughput") && bout.contains("ping-pong") && bout.contains("msgr2"),
         "{bout}"
     );
 }
@@ -413,11 +413,17 @@ fn cli_bench_in_process_is_bounded() {
         "4",
     ]);
     assert_eq!(code, 0, "{err}");
-    assert!(err.contains("messenger is not built yet"), "{err}");
+    // Each of the 4 runs, for the raw baseline and for the messenger, with the ratio.
     assert_eq!(
         out.lines().filter(|l| l.contains("raw-tcp")).count(),
         4,
         "{out}"
+    );
+    let msgr: Vec<&str> = out.lines().filter(|l| l.contains(" msgr2 ")).collect();
+    assert_eq!(msgr.len(), 4, "{out}");
+    assert!(
+        msgr.iter().all(|l| l.trim_end().ends_with('x')),
+        "a ratio on every messenger line: {out}"
     );
     assert!(start.elapsed() < Duration::from_secs(30));
 }

@@ -112,9 +112,9 @@ pub fn decide(
     if attempt.resume.is_none() && ex.connect_seq > 0 {
         return Decision::Adopt { reset: true };
     }
-    // Row 5: the peer is behind.
+    // Row 5: the peer is behind; the value lets its next attempt succeed at once.
     if cseq < ex.connect_seq {
-        return Decision::RetrySession(ex.connect_seq);
+        return Decision::RetrySession(ex.connect_seq + 1);
     }
     if cseq == ex.connect_seq {
         return match ex.state {
@@ -206,7 +206,7 @@ mod tests {
         // Row 5: peer behind.
         assert_eq!(
             d(Some(ex(ExistingState::Established, 4, 1)), resume(5, 3)),
-            Decision::RetrySession(4)
+            Decision::RetrySession(5)
         );
         // Row 7: duplicate of an established attempt.
         assert_eq!(

@@ -58,6 +58,14 @@ impl Dispatcher for ClientSide {
     }
 }
 
+/// Fail fast with a clear message if nothing accepts TCP connections at `addr` (a
+/// messenger would otherwise keep retrying in the background).
+pub fn probe(addr: SocketAddr, timeout: Duration) -> Result<(), String> {
+    std::net::TcpStream::connect_timeout(&addr, timeout)
+        .map(drop)
+        .map_err(|e| format!("cannot connect to {addr}: {e}"))
+}
+
 /// The messenger target: an in-process server (or a remote `simplemsgr serve`).
 pub struct MessengerTarget {
     name: String,
@@ -91,14 +99,15 @@ impl MessengerTarget {
     }
 
     /// Benchmark a remote `simplemsgr serve`.
-    pub fn remote(addr: SocketAddr, cfg: &Config, mode: ProtectionMode) -> Self {
-        MessengerTarget {
+    pub fn remote(addr: SocketAddr, cfg: &Config, mode: ProtectionMode) -> Result<Self, String> {
+        probe(addr, cfg.handshake_timeout)?;
+        Ok(MessengerTarget {
             name: name_for(mode),
             server: None,
             addr,
             cfg: cfg.clone(),
             mode,
-        }
+        })
     }
 
     fn client(&self, i: usize) -> Result<(Messenger, ConnectionRef, Receiver<Message>), String> {

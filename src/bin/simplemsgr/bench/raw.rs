@@ -82,14 +82,6 @@ impl RawServer {
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
-
-    /// Serve until the process is killed.
-    pub fn wait(mut self) {
-        if let Some(h) = self.acceptor.take() {
-            // A panicking acceptor has already printed its message.
-            let _ = h.join();
-        }
-    }
 }
 
 impl Drop for RawServer {
@@ -259,6 +251,7 @@ impl RawTcp {
     }
 
     /// Benchmark against a `simplemsgr serve` at `addr`.
+    #[cfg(test)]
     pub fn remote(addr: SocketAddr, cfg: &Config) -> Self {
         RawTcp {
             name: "raw-tcp".into(),
@@ -625,6 +618,7 @@ fn ping_pong_conn(
 }
 
 /// Round-trip `count` echoes of `size` bytes against a raw server (the `ping` command).
+#[cfg(test)]
 pub fn ping(
     addr: SocketAddr,
     cfg: &Config,

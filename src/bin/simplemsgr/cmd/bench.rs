@@ -103,7 +103,7 @@ fn messenger_target(
     mode: ProtectionMode,
 ) -> Result<Box<dyn BenchTarget>, CliError> {
     Ok(match remote {
-        Some(a) => Box::new(MessengerTarget::remote(a, cfg, mode)),
+        Some(a) => Box::new(MessengerTarget::remote(a, cfg, mode).map_err(CliError::failed)?),
         None => Box::new(MessengerTarget::local(cfg, mode).map_err(CliError::failed)?),
     })
 }
@@ -180,13 +180,12 @@ pub fn run(args: BenchArgs, cfg: &Config, quiet: bool) -> Result<(), CliError> {
         )));
     }
     let mut targets: Vec<Box<dyn BenchTarget>> = Vec::new();
-    if !args.no_raw {
-        match args.addr {
-            Some(a) => targets.push(Box::new(RawTcp::remote(a, cfg))),
-            None => targets.push(Box::new(RawTcp::local(cfg).map_err(|e| {
-                CliError::failed(format!("cannot start the raw TCP server: {e}"))
-            })?)),
-        }
+    // The raw TCP baseline runs in-process only: a remote `simplemsgr serve` speaks
+    // the messenger protocol.
+    if !args.no_raw && args.addr.is_none() {
+        targets.push(Box::new(RawTcp::local(cfg).map_err(|e| {
+            CliError::failed(format!("cannot start the raw TCP server: {e}"))
+        })?));
     }
     let modes = if args.mode.is_empty() {
         vec![ProtectionArg::Plain]

@@ -1,16 +1,19 @@
-//! `simplemsgr serve --bind ADDR`: accept connections until killed.
+//! `simplemsgr serve --bind ADDR`: a messenger echo server, until killed.
 //!
-//! Until the messenger is plugged in, this serves the raw TCP benchmark protocol
-//! (`bench/raw.rs`), so `simplemsgr bench ADDR` and `simplemsgr ping ADDR` work against it.
+//! It answers the benchmark protocol (acknowledges bench data that asks for it) and
+//! echoes every other message, so `simplemsgr ping ADDR` and `simplemsgr bench ADDR`
+//! work against it.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
-use simplemsgr::runtime::{Config, ResourceLimits};
+use simplemsgr::proto::Policy;
+use simplemsgr::runtime::{Config, Messenger, ResourceLimits};
 
 use super::{parse_addr, parse_secs, CliError};
-use crate::bench::raw::RawServer;
+use crate::bench::msgr::BenchServer;
 
 /// Arguments of `simplemsgr serve`.
 #[derive(Debug, Args)]
@@ -25,19 +28,32 @@ pub struct ServeArgs {
 
 /// Run the command.
 pub fn run(args: ServeArgs, cfg: &Config) -> Result<(), CliError> {
-    log::info!("{}", ResourceLimits::read(cfg.thread_stack_bytes));
-    let server = RawServer::bind(args.bind, cfg)
-        .map_err(|e| CliError::failed(format!("cannot listen on {}: {e}", args.bind)))?;
+    let limits = ResourceLimits::read(cfg.thread_stack_bytes);
+    let server = Messenger::builder(
+        "osd.0"
+            .parse()
+            .map_err(|e| CliError::failed(format!("{e}")))?,
+    )
+    .config(cfg.clone())
+    .bind(args.bind)
+    .default_policy(Policy::stateful_server())
+    .start(Arc::new(BenchServer))
+    .map_err(|e| CliError::failed(format!("cannot listen on {}: {e}", args.bind)))?;
+    let addr = server
+        .listen_addr()
+        .ok_or_else(|| CliError::failed("the messenger has no listening address"))?;
     println!(
-        "simplemsgr serve: listening on {} (raw TCP benchmark protocol; the messenger is not built yet)",
-        server.addr()
+        "simplemsgr serve: listening on {addr} (msgr2, {})",
+        server.my_addr()
     );
+    eprintln!("{limits}");
     match args.duration_secs {
-        Some(s) => {
-            std::thread::sleep(Duration::from_secs_f64(s));
-            drop(server);
-        }
-        None => server.wait(),
+        Some(s) => std::thread::sleep(Duration::from_secs_f64(s)),
+        None => loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        },
     }
+    server.shutdown();
+    server.wait(Duration::from_secs(5));
     Ok(())
 }
