@@ -160,6 +160,11 @@ fn one_listener_serves_v1_and_msgr2_clients_at_once() {
     for m in [&srv, &c1, &c2] {
         m.shutdown();
     }
+    // The thread waiting for the silent peer's banner ends with the messenger.
+    assert!(
+        srv.wait(Duration::from_secs(5)),
+        "every server thread exited"
+    );
 }
 
 /// Records `(sender, index)` of every message and echoes it back.

@@ -14,6 +14,9 @@ use crate::wire::v1::BANNER;
 /// How many bytes are enough to decide.
 pub const PREFIX_LEN: usize = 6;
 
+/// Longest single wait for bytes before [`detect`] asks whether to stop.
+pub const STOP_CHECK: Duration = Duration::from_millis(100);
+
 /// The protocol a client speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Detected {
@@ -38,24 +41,36 @@ pub fn classify(prefix: &[u8]) -> Detected {
 /// v1 banner is 9 bytes; an msgr2 banner ends with its newline), so no byte of what
 /// follows is taken from the socket: the returned bytes are the protocol machine's
 /// first input and it consumes them whole. The read timeout is cleared afterwards.
-pub fn detect(stream: &mut TcpStream, timeout: Duration) -> io::Result<(Detected, Vec<u8>)> {
+///
+/// `stop` is asked between reads (at least every [`STOP_CHECK`]): when it says true
+/// (the messenger shuts down) the wait ends early with [`io::ErrorKind::Interrupted`].
+pub fn detect(
+    stream: &mut TcpStream,
+    timeout: Duration,
+    stop: &dyn Fn() -> bool,
+) -> io::Result<(Detected, Vec<u8>)> {
     let deadline = Instant::now() + timeout;
     let mut buf = Vec::with_capacity(Banner::MAX_LEN);
-    let r = read_banner(stream, deadline, &mut buf);
+    let r = read_banner(stream, deadline, stop, &mut buf);
     stream.set_read_timeout(None)?;
     r?;
     Ok((classify(&buf), buf))
 }
 
-fn read_banner(stream: &mut TcpStream, deadline: Instant, buf: &mut Vec<u8>) -> io::Result<()> {
-    read_upto(stream, deadline, buf, PREFIX_LEN)?;
+fn read_banner(
+    stream: &mut TcpStream,
+    deadline: Instant,
+    stop: &dyn Fn() -> bool,
+    buf: &mut Vec<u8>,
+) -> io::Result<()> {
+    read_upto(stream, deadline, stop, buf, PREFIX_LEN)?;
     match classify(buf) {
-        Detected::V1 => read_upto(stream, deadline, buf, BANNER.len()),
+        Detected::V1 => read_upto(stream, deadline, stop, buf, BANNER.len()),
         Detected::V2 => {
             // One byte at a time up to the newline: the client pipelines frames after it.
             while buf.last() != Some(&b'\n') && buf.len() < Banner::MAX_LEN {
                 let want = buf.len() + 1;
-                read_upto(stream, deadline, buf, want)?;
+                read_upto(stream, deadline, stop, buf, want)?;
             }
             Ok(())
         }
@@ -66,12 +81,21 @@ fn read_banner(stream: &mut TcpStream, deadline: Instant, buf: &mut Vec<u8>) -> 
 fn read_upto(
     stream: &mut TcpStream,
     deadline: Instant,
+    stop: &dyn Fn() -> bool,
     buf: &mut Vec<u8>,
     len: usize,
 ) -> io::Result<()> {
     let mut chunk = [0u8; 16];
     while buf.len() < len {
-        let left = deadline.saturating_duration_since(Instant::now());
+        if stop() {
+            return Err(io::Error::new(
+                io::ErrorKind::Interrupted,
+                "shutting down while waiting for a banner",
+            ));
+        }
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .min(STOP_CHECK);
         if left.is_zero() {
             return Err(io::Error::new(
                 io::ErrorKind::TimedOut,
@@ -122,7 +146,7 @@ mod tests {
         let mut c = TcpStream::connect(a).unwrap();
         let (mut s, _) = l.accept().unwrap();
         // Silence: bounded by the timeout.
-        let e = detect(&mut s, Duration::from_millis(50)).unwrap_err();
+        let e = detect(&mut s, Duration::from_millis(50), &|| false).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::TimedOut);
         // Split delivery.
         c.write_all(b"cep").unwrap();
@@ -131,13 +155,13 @@ mod tests {
             c.write_all(b"h v027").unwrap();
             c
         });
-        let (d, got) = detect(&mut s, Duration::from_secs(5)).unwrap();
+        let (d, got) = detect(&mut s, Duration::from_secs(5), &|| false).unwrap();
         assert_eq!((d, &got[..]), (Detected::V1, &b"ceph v027"[..]));
         let mut c = w.join().unwrap();
         // msgr2: exactly up to the newline; the pipelined frame stays in the socket.
         let (mut c2, mut s2) = (TcpStream::connect(a).unwrap(), l.accept().unwrap().0);
         c2.write_all(b"ceph 1 0\nFRAME").unwrap();
-        let (d, got) = detect(&mut s2, Duration::from_secs(5)).unwrap();
+        let (d, got) = detect(&mut s2, Duration::from_secs(5), &|| false).unwrap();
         assert_eq!((d, &got[..]), (Detected::V2, &b"ceph 1 0\n"[..]));
         let mut rest = [0u8; 5];
         s2.read_exact(&mut rest).unwrap();

@@ -507,7 +507,9 @@ fn accept_loop(inner: Arc<Inner>, listener: TcpListener) {
 /// Detect the protocol of an accepted connection (bounded by the handshake timeout),
 /// then make it an incoming session of that protocol with its reader thread.
 fn serve_incoming(inner: Arc<Inner>, mut stream: std::net::TcpStream, peer: SocketAddr) {
-    let (detected, banner) = match detect::detect(&mut stream, inner.config.handshake_timeout) {
+    let stop = || inner.is_shutdown();
+    let timeout = inner.config.handshake_timeout;
+    let (detected, banner) = match detect::detect(&mut stream, timeout, &stop) {
         Ok(x) => x,
         Err(e) => {
             info!("connection from {peer} dropped: {e}");
