@@ -15,6 +15,9 @@
 //! by reconnecting and replaying ([`session`]). The server's decision when a peer
 //! opens or resumes a session is the pure function [`accept::decide`].
 //!
+//! The legacy v1 protocol has a session machine with the same contract,
+//! [`v1::V1SessionConn`]; [`AnyConnection`] is either one, and is what the runtime drives.
+//!
 //! ```text
 //!  client link:  Banner ─► Auth ─► AuthDone ─► Ident ─► Start/ReconnectReply ─► Open
 //!  server link:  Banner ─► SetMethod ─► Auth ─► AuthDone ─► Ident ─► Start/Reconnect

@@ -974,7 +974,9 @@ impl V1SessionConn {
         let mut peer_addr = link
             .peer_addr
             .unwrap_or(EntityAddr::blank(AddrType::LEGACY, 0));
-        // Compare and key addresses as the shell's own address is written.
+        // `decide` orders addresses (kind first) against the shell's own address, which
+        // is written as msgr2: give the peer's the same kind, so both sides of a race
+        // compare nonce and IP:port alone and reach mirror-image decisions.
         peer_addr.kind = my_addr(&self.cfg).kind;
         let attempt = Attempt {
             global_seq: u64::from(c.global_seq),
@@ -982,7 +984,8 @@ impl V1SessionConn {
         };
         let request = AcceptRequest {
             peer_type,
-            peer_addrs: AddrVec(vec![peer_addr]),
+            // As advertised (a `v1:` address); `peer_addr` is the normalized key.
+            peer_addrs: AddrVec(vec![legacy(peer_addr)]),
             peer_addr,
             peer_cookie: 0,
             attempt,
