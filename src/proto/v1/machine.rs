@@ -347,6 +347,9 @@ impl V1SessionConn {
         let mut link = V1Link::new(link_id, Role::Client, now);
         link.out.push_copy(crate::wire::v1::BANNER);
         self.link = Some(link);
+        if let Some(e) = v1_unusable(&self.cfg, false) {
+            self.fail_link(now, e, Initiator::Local);
+        }
     }
 
     /// Bytes arrived on `link_id`; see [`crate::proto::msgr2::Connection::handle_input`].
@@ -950,6 +953,9 @@ impl V1SessionConn {
             flags: 0,
             authorizer: Vec::new(),
         };
+        if let Some(e) = v1_unusable(&self.cfg, true) {
+            return Err(e);
+        }
         // Rows 1–4 of v1's table are about this link alone.
         let required = self.cfg.features_required | policy.features_required;
         let refusal = if c.protocol_version != ours {
@@ -1260,6 +1266,30 @@ fn read_hint(link: &V1Link) -> usize {
         }
         Err(_) => DEFAULT_READ_HINT,
     }
+}
+
+/// Why this side cannot use v1 at all: v1 here has no authentication (auth none,
+/// an empty authorizer) and no signing or encryption, so a messenger that requires
+/// either must not fall back to it.
+fn v1_unusable(cfg: &ProtoConfig, server: bool) -> Option<Error> {
+    let none = crate::auth::Method(crate::wire::msgr2::AUTH_NONE);
+    let methods = if server {
+        &cfg.auth.server_methods
+    } else {
+        &cfg.auth.client_methods
+    };
+    if cfg.min_mode > crate::proto::Mode::Plain {
+        return Some(Error::ModeRefused(format!(
+            "v1 sessions are plain, and this side requires {:?} mode",
+            cfg.min_mode
+        )));
+    }
+    if !methods.contains(&none) {
+        return Some(Error::NoCommonAuthMethod {
+            offered: methods.iter().map(|m| m.0).collect(),
+        });
+    }
+    None
 }
 
 fn my_addr(cfg: &ProtoConfig) -> EntityAddr {
@@ -1636,6 +1666,45 @@ mod tests {
             decide(Some(&view), &attempt, &peer, &me, false),
             Decision::Reset
         );
+    }
+
+    #[test]
+    fn v1_is_refused_where_auth_or_protection_is_required() {
+        let now = Instant::now();
+        let mut c = (*cfg("client.1", 0, 5, Policy::lossless_client())).clone();
+        c.min_mode = crate::proto::Mode::Signed;
+        let peer = EntityAddr::new(AddrType::LEGACY, ([127, 0, 0, 1], 6800).into(), 0);
+        let mut client = V1SessionConn::outgoing(
+            Arc::new(c),
+            Box::new(SeededRng::new(1)),
+            peer,
+            EntityType::OSD,
+            now,
+        );
+        client.start_link(1, now);
+        assert_eq!(client.state(), State::Closed);
+        assert!(events(&mut client)
+            .iter()
+            .any(|e| matches!(e, Event::Refused(Error::ModeRefused(_)))));
+        // A server that allows no auth-none peers closes the link at connect.
+        let mut s = (*cfg("osd.0", 6800, 9, Policy::stateful_server())).clone();
+        s.auth
+            .server_methods
+            .retain(|m| m.0 != crate::wire::msgr2::AUTH_NONE);
+        let mut server = V1SessionConn::incoming(
+            Arc::new(s),
+            Box::new(SeededRng::new(2)),
+            1,
+            CLIENT_ADDR,
+            now,
+        );
+        let mut w = World::new();
+        w.client.start_link(1, now);
+        pump(&mut w.client, &mut server, 1, now);
+        pump(&mut server, &mut w.client, 1, now);
+        pump(&mut w.client, &mut server, 1, now);
+        assert_eq!(server.state(), State::Closed);
+        assert!(request(&events(&mut server)).is_none(), "no accept request");
     }
 
     #[test]
