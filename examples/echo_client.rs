@@ -16,7 +16,10 @@ use simplemsgr::wire::types::EntityType;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     env_logger::init();
-    let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:6800".into()).parse()?;
+    let addr = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:6800".into())
+        .parse()?;
     let (dispatcher, events) = ChannelDispatcher::new();
     let client = Messenger::builder("client.1".parse()?)
         .default_policy(Policy::lossless_client())

@@ -31,12 +31,18 @@ impl Dispatcher for Echo {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     env_logger::init();
-    let bind = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:6800".into());
+    let bind = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:6800".into());
     let server = Messenger::builder("osd.0".parse()?)
         .bind(bind.parse()?)
         .default_policy(Policy::stateful_server())
         .start(Arc::new(Echo))?;
-    println!("echo server {} listening on {}", server.name(), server.my_addr());
+    println!(
+        "echo server {} listening on {}",
+        server.name(),
+        server.my_addr()
+    );
     loop {
         std::thread::sleep(std::time::Duration::from_secs(10));
         println!("{}", server.stats());

@@ -33,8 +33,52 @@ use super::Error;
 /// The writing side of one link plus a way to shut the socket from any thread.
 #[derive(Debug)]
 pub(crate) struct LinkIo {
-    write: Mutex<WriteHalf>,
+    write: Mutex<LinkWriter>,
     shutdown: ShutdownHandle,
+}
+
+/// The socket's write half and bytes already taken from the state machine that a
+/// non-blocking write could not finish; they go out before anything else.
+#[derive(Debug)]
+struct LinkWriter {
+    half: WriteHalf,
+    pending: std::collections::VecDeque<Transmit>,
+}
+
+impl LinkWriter {
+    /// Write `t` (after anything pending), blocking until the kernel took it all.
+    fn write_all(&mut self, t: &mut Transmit) -> io::Result<()> {
+        while let Some(mut p) = self.pending.pop_front() {
+            write_batch(&mut self.half, &mut p)?;
+        }
+        write_batch(&mut self.half, t)
+    }
+
+    /// Write what the kernel takes now; keep the rest (of `t` too) pending. Returns
+    /// true if nothing is left pending.
+    fn write_some(&mut self, t: Transmit) -> io::Result<bool> {
+        self.pending.push_back(t);
+        while let Some(p) = self.pending.front_mut() {
+            let r = {
+                let mut slices = Vec::with_capacity(64);
+                p.io_slices(&mut slices);
+                self.half.write_vectored_nonblocking(&slices)
+            };
+            match r {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    p.consume(n);
+                    if p.is_empty() {
+                        self.pending.pop_front();
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(true)
+    }
 }
 
 impl LinkIo {
@@ -48,7 +92,11 @@ pub(crate) struct ConnState {
     pub(crate) proto: ProtoConn,
     links: HashMap<LinkId, Arc<LinkIo>>,
     connect_due: bool,
+    last_send: Option<Instant>,
 }
+
+/// A send this long after the previous one is written inline by the sending thread.
+const INLINE_AFTER_IDLE: Duration = Duration::from_micros(5);
 
 /// One session, shared by its threads and the user's handles.
 pub struct ConnShared {
@@ -82,6 +130,7 @@ impl ConnShared {
                 proto,
                 links: HashMap::new(),
                 connect_due: false,
+                last_send: None,
             }),
             wake_tx,
             wake_rx,
@@ -181,7 +230,17 @@ impl ConnectionRef {
 
     /// Queue a message. Returns an error if the session is closed (marked down,
     /// refused, or a lossy session that failed).
+    ///
+    /// When the session's traffic is sparse (the previous send was a while ago) and
+    /// nobody else is writing to the link, the calling thread writes the bytes itself
+    /// with a non-blocking write, saving the hand-off to the writer thread (latency);
+    /// otherwise, and for whatever the kernel does not take at once, the writer thread
+    /// sends them in its next batch (throughput). `send` never blocks on the network.
     pub fn send(&self, msg: Message) -> Result<(), Error> {
+        let now = Instant::now();
+        let mut out = Transmit::new();
+        let mut io: Option<(LinkId, Arc<LinkIo>)> = None;
+        let mut guard = None;
         let events = {
             let mut st = self.shared.state.lock();
             st.proto
@@ -189,12 +248,50 @@ impl ConnectionRef {
                 .map_err(|SendError::Closed| Error::Refused {
                     reason: "connection is closed".into(),
                 })?;
+            // Sparse traffic is written at once by this thread (latency); dense traffic
+            // is left to the writer thread, which batches (throughput).
+            let sparse = st
+                .last_send
+                .is_none_or(|t| now.saturating_duration_since(t) >= INLINE_AFTER_IDLE);
+            st.last_send = Some(now);
+            if sparse {
+                if let Some(link) = st.proto.link_id() {
+                    io = st.links.get(&link).cloned().map(|io| (link, io));
+                }
+                if let Some((link, lio)) = &io {
+                    guard = lio.write.try_lock();
+                    let busy = guard.as_ref().is_some_and(|w| !w.pending.is_empty());
+                    if guard.is_none() || busy || !st.proto.poll_transmit(*link, now, &mut out) {
+                        guard = None;
+                    }
+                }
+            }
             drain(&mut st.proto, &self.shared, false)
         };
+        let inner = self.msgr.upgrade();
+        if let (Some((link, _)), Some(mut w)) = (&io, guard.take()) {
+            // Never blocks: what the kernel does not take now stays pending for the
+            // writer thread, so this is safe from dispatcher callbacks too.
+            let len = out.len() as u64;
+            let r = w.write_some(out);
+            drop(w);
+            if let Some(inner) = &inner {
+                match r {
+                    Ok(_) => inner.stats.add_bytes_out(len),
+                    Err(e) => fail(
+                        inner,
+                        &self.shared,
+                        *link,
+                        ProtoError::Transport(format!("write: {e}")),
+                    ),
+                }
+            }
+        }
+        // The writer picks up whatever is left (and runs the timers).
         self.shared.wake();
         if !events.events.is_empty() {
-            if let Some(inner) = self.msgr.upgrade() {
-                handle_events(&inner, &self.shared, events);
+            if let Some(inner) = &inner {
+                handle_events(inner, &self.shared, events);
             }
         }
         Ok(())
@@ -389,9 +486,12 @@ fn close_link(shared: &Arc<ConnShared>, link: LinkId) {
     };
     if let Some(io) = io {
         if !farewell.is_empty() {
-            let mut w = io.write.lock();
-            let _ = w.set_write_timeout(Some(Duration::from_millis(200)));
-            let _ = write_batch(&mut w, &mut farewell);
+            // Bounded: if another thread is stuck writing (a peer that stopped reading),
+            // give up on the farewell; the shutdown below unblocks that thread.
+            if let Some(mut w) = io.write.try_lock_for(Duration::from_millis(200)) {
+                let _ = w.half.set_write_timeout(Some(Duration::from_millis(200)));
+                let _ = w.write_all(&mut farewell);
+            }
         }
         io.close();
     }
@@ -432,7 +532,10 @@ pub(crate) fn attach_link(
     };
     let (read, write) = transport.split();
     let io = Arc::new(LinkIo {
-        write: Mutex::new(write),
+        write: Mutex::new(LinkWriter {
+            half: write,
+            pending: std::collections::VecDeque::new(),
+        }),
         shutdown,
     });
     shared.state.lock().links.insert(link_id, io);
@@ -448,17 +551,30 @@ fn spawn_reader(inner: &Arc<Inner>, shared: Arc<ConnShared>, link: LinkId, read:
     }
 }
 
+/// Reads up to this size go through the reader's scratch buffer.
+const SCRATCH: usize = 64 * 1024;
+/// Largest single read straight into a frame's buffer.
+const MAX_DIRECT_READ: usize = 16 << 20;
+
 /// Read bytes, feed the state machine, act on its events; until the link dies.
 fn reader_loop(inner: Arc<Inner>, mut shared: Arc<ConnShared>, link: LinkId, read: ReadHalf) {
     let mut reader = inner.faults.wrap_reader(read, link);
     let faults = inner.faults.for_connection(link);
-    let mut buf = BytesMut::with_capacity(64 * 1024);
-    let mut hint = 64 * 1024;
+    let mut buf = BytesMut::with_capacity(SCRATCH);
+    // Small reads land in a buffer zeroed once and are copied (only the bytes read);
+    // the rest of a large frame is read straight into `buf`, zeroed once per frame.
+    let mut scratch = vec![0u8; SCRATCH];
+    let mut hint = SCRATCH;
     loop {
         let start = buf.len();
-        let want = hint.clamp(4096, 16 << 20);
-        buf.resize(start + want, 0);
-        let n = match reader.read(&mut buf[start..]) {
+        let direct = hint > SCRATCH;
+        let r = if direct {
+            buf.resize(start + hint.min(MAX_DIRECT_READ), 0);
+            reader.read(&mut buf[start..])
+        } else {
+            reader.read(&mut scratch)
+        };
+        let n = match r {
             Ok(0) => {
                 buf.truncate(start);
                 // Bytes still buffered are an incomplete frame (or banner): say so.
@@ -480,18 +596,28 @@ fn reader_loop(inner: Arc<Inner>, mut shared: Arc<ConnShared>, link: LinkId, rea
                 return;
             }
         };
-        buf.truncate(start + n);
+        if direct {
+            buf.truncate(start + n);
+        } else {
+            buf.extend_from_slice(&scratch[..n]);
+        }
         inner.stats.add_bytes_in(n as u64);
         // ms_inject_delay_*: hold what was read before it is processed.
         faults.inject_delay("read");
         loop {
-            let (events, still_ours) = {
+            let (events, still_ours, wake) = {
                 let mut st = shared.state.lock();
                 hint = st.proto.handle_input(link, &mut buf, Instant::now());
                 let ours = st.proto.link_id() == Some(link);
-                (drain(&mut st.proto, &shared, true), ours)
+                let wake = st
+                    .proto
+                    .link_id()
+                    .is_some_and(|l| st.proto.wants_transmit(l));
+                (drain(&mut st.proto, &shared, true), ours, wake)
             };
-            shared.wake();
+            if wake {
+                shared.wake();
+            }
             let mut adopted = None;
             let mut batch = events;
             if let Some(i) = batch
@@ -636,8 +762,12 @@ pub(crate) fn writer_loop(inner: Arc<Inner>, shared: Arc<ConnShared>) {
         // Bytes are taken from the state machine and the link's write lock is taken
         // before the session lock is released, so that two threads (e.g. around an
         // adoption) can never write one link's bytes out of order.
+        // The write lock is only *tried* while the session lock is held: a user thread
+        // may be writing (see `ConnectionRef::send`), and waiting for it here would
+        // block every other user of the session. If it is busy, that thread wakes us
+        // when it is done.
         let mut io: Option<(LinkId, Arc<LinkIo>)> = None;
-        let mut guard;
+        let mut guard = None;
         let (events, connect, deadline) = {
             let mut st = shared.state.lock();
             if st.proto.poll_timeout().is_some_and(|t| t <= now) {
@@ -646,12 +776,17 @@ pub(crate) fn writer_loop(inner: Arc<Inner>, shared: Arc<ConnShared>) {
             let connect = std::mem::take(&mut st.connect_due);
             // Only take bytes for a link whose socket is attached: bytes taken with
             // nowhere to go would be lost.
-            if let Some(link) = st.proto.link_id().filter(|l| st.links.contains_key(l)) {
-                if st.proto.poll_transmit(link, now, &mut out) {
-                    io = st.links.get(&link).cloned().map(|io| (link, io));
+            if let Some(link) = st.proto.link_id() {
+                io = st.links.get(&link).cloned().map(|io| (link, io));
+            }
+            if let Some((link, lio)) = &io {
+                guard = lio.write.try_lock();
+                let has_pending = guard.as_ref().is_some_and(|w| !w.pending.is_empty());
+                if guard.is_none() || !(st.proto.poll_transmit(*link, now, &mut out) || has_pending)
+                {
+                    guard = None;
                 }
             }
-            guard = io.as_ref().map(|(_, io)| io.write.lock());
             (
                 drain(&mut st.proto, &shared, true),
                 connect,
@@ -659,8 +794,10 @@ pub(crate) fn writer_loop(inner: Arc<Inner>, shared: Arc<ConnShared>) {
             )
         };
         if let (Some((link, _)), Some(mut w)) = (&io, guard.take()) {
+            // (the lock was taken before the session lock was released: bytes go out in
+            // the order they were produced)
             let len = out.len() as u64;
-            let r = write_batch(&mut w, &mut out);
+            let r = w.write_all(&mut out);
             drop(w);
             out.clear();
             match r {

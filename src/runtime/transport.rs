@@ -174,6 +174,23 @@ pub struct WriteHalf {
 }
 
 impl WriteHalf {
+    /// Write what the kernel takes right now without blocking (`MSG_DONTWAIT`):
+    /// `Err(WouldBlock)` if it takes nothing. Only on Linux; elsewhere always
+    /// `WouldBlock`, so callers fall back to the writer thread.
+    pub fn write_vectored_nonblocking(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        #[cfg(target_os = "linux")]
+        {
+            /// `MSG_DONTWAIT` on Linux.
+            const MSG_DONTWAIT: std::os::raw::c_int = 0x40;
+            socket2::SockRef::from(&self.stream).send_vectored_with_flags(bufs, MSG_DONTWAIT)
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = bufs;
+            Err(io::ErrorKind::WouldBlock.into())
+        }
+    }
+
     /// Bound every blocking write (a peer that stopped reading); `None` = wait forever.
     pub fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
         self.stream.set_write_timeout(timeout)

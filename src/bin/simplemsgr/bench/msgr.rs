@@ -47,14 +47,47 @@ impl Dispatcher for BenchServer {
     }
 }
 
-/// Forwards what the client receives into a channel.
+/// The client's dispatcher. Acknowledgements go to the sending thread through a
+/// channel; in a ping-pong run the next ping is sent from the callback itself, as a
+/// request/response application would, so no thread hand-off is timed.
 struct ClientSide {
     tx: Sender<Message>,
+    pinger: parking_lot::Mutex<Option<Pinger>>,
+}
+
+/// The state of a ping-pong run, driven from the dispatcher.
+struct Pinger {
+    payload: Bytes,
+    share: u64,
+    sent_at: Instant,
+    deadline: Instant,
+    hist: Histogram,
+    done: Sender<(Histogram, bool)>,
 }
 
 impl Dispatcher for ClientSide {
-    fn dispatch(&self, _conn: &ConnectionRef, msg: Message) {
-        let _ = self.tx.send(msg);
+    fn dispatch(&self, conn: &ConnectionRef, msg: Message) {
+        if msg.ty != MSG_PING {
+            let _ = self.tx.send(msg);
+            return;
+        }
+        let mut guard = self.pinger.lock();
+        let Some(p) = guard.as_mut() else { return };
+        p.hist.record(p.sent_at.elapsed());
+        let next = msg.tid + 1;
+        let capped = Instant::now() > p.deadline;
+        if next >= p.share || capped {
+            if let Some(p) = guard.take() {
+                let _ = p.done.send((p.hist, capped && next < p.share));
+            }
+            return;
+        }
+        p.sent_at = Instant::now();
+        let ping = Message::new(MSG_PING, Bytes::new())
+            .with_data(p.payload.clone())
+            .with_tid(next);
+        drop(guard);
+        let _ = conn.send(ping);
     }
 }
 
@@ -110,14 +143,18 @@ impl MessengerTarget {
         })
     }
 
-    fn client(&self, i: usize) -> Result<(Messenger, ConnectionRef, Receiver<Message>), String> {
+    fn client(&self, i: usize) -> Result<Client, String> {
         let (tx, rx) = crossbeam_channel::unbounded();
         let name = format!("client.{}", 1000 + i);
+        let side = Arc::new(ClientSide {
+            tx,
+            pinger: parking_lot::Mutex::new(None),
+        });
         let b = Messenger::builder(name.parse().map_err(|e| format!("{e}"))?)
             .config(self.cfg.clone())
             .default_policy(Policy::lossless_client());
         let m = with_mode(b, self.mode, true)
-            .start(Arc::new(ClientSide { tx }))
+            .start(side.clone())
             .map_err(|e| format!("cannot start a client messenger: {e}"))?;
         let conn = m
             .connect(self.addr, EntityType::OSD)
@@ -130,7 +167,7 @@ impl MessengerTarget {
             }
             std::thread::sleep(Duration::from_millis(1));
         }
-        Ok((m, conn, rx))
+        Ok((m, conn, rx, side))
     }
 }
 
@@ -175,6 +212,9 @@ fn with_mode(
     b.auth(auth).mode(mode, mode)
 }
 
+/// A client messenger, its session, its acknowledgement channel and its dispatcher.
+type Client = (Messenger, ConnectionRef, Receiver<Message>, Arc<ClientSide>);
+
 /// Release every sender at once, or tell them to give up.
 struct Gate {
     rx: Receiver<()>,
@@ -196,7 +236,7 @@ impl BenchTarget for MessengerTarget {
         let gate = Gate { rx: go_rx };
         let results = std::thread::scope(|scope| {
             let mut handles = Vec::new();
-            for (i, (_m, conn, rx)) in clients.iter().enumerate() {
+            for (i, (_m, conn, rx, _)) in clients.iter().enumerate() {
                 let share = w.share(i);
                 let (gate, payload) = (&gate, &payload);
                 handles.push(scope.spawn(move || {
@@ -218,7 +258,7 @@ impl BenchTarget for MessengerTarget {
             acked += a;
             capped |= c;
         }
-        for (m, _, _) in clients {
+        for (m, _, _, _) in clients {
             m.shutdown();
         }
         Ok(RunResult {
@@ -239,22 +279,36 @@ impl BenchTarget for MessengerTarget {
             .collect::<Result<Vec<_>, _>>()?;
         let payload = Bytes::from((0..w.size).map(|i| i as u8).collect::<Vec<u8>>());
         let start = Instant::now();
-        let outs: Vec<Result<(Histogram, bool), String>> = std::thread::scope(|scope| {
-            let hs: Vec<_> = clients
-                .iter()
-                .enumerate()
-                .map(|(i, (_m, conn, rx))| {
-                    let payload = &payload;
-                    scope.spawn(move || ping_pong(conn, rx, w.share(i), payload, w))
-                })
-                .collect();
-            hs.into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err("a client thread panicked".into()))
-                })
-                .collect()
-        });
+        let mut waits = Vec::new();
+        for (i, (_m, conn, _rx, side)) in clients.iter().enumerate() {
+            let share = w.share(i);
+            if share == 0 {
+                continue;
+            }
+            let (done_tx, done_rx) = crossbeam_channel::bounded(1);
+            *side.pinger.lock() = Some(Pinger {
+                payload: payload.clone(),
+                share,
+                sent_at: Instant::now(),
+                deadline: start + w.duration_cap,
+                hist: Histogram::new(),
+                done: done_tx,
+            });
+            conn.send(
+                Message::new(MSG_PING, Bytes::new())
+                    .with_data(payload.clone())
+                    .with_tid(0),
+            )
+            .map_err(|e| format!("send: {e}"))?;
+            waits.push(done_rx);
+        }
+        let outs: Vec<Result<(Histogram, bool), String>> = waits
+            .into_iter()
+            .map(|rx| {
+                rx.recv_timeout(w.duration_cap + Duration::from_secs(10))
+                    .map_err(|_| "no echo for 10 s".to_string())
+            })
+            .collect();
         let elapsed = start.elapsed();
         let mut hist = Histogram::new();
         let mut capped = false;
@@ -263,7 +317,7 @@ impl BenchTarget for MessengerTarget {
             hist.merge(&h);
             capped |= c;
         }
-        for (m, _, _) in clients {
+        for (m, _, _, _) in clients {
             m.shutdown();
         }
         let n = hist.count();
@@ -335,36 +389,4 @@ fn stream(
         }
     }
     Ok((hist, acked, capped))
-}
-
-fn ping_pong(
-    conn: &ConnectionRef,
-    rx: &Receiver<Message>,
-    share: u64,
-    payload: &Bytes,
-    w: &Workload,
-) -> Result<(Histogram, bool), String> {
-    let mut hist = Histogram::new();
-    let start = Instant::now();
-    for i in 0..share {
-        if start.elapsed() > w.duration_cap {
-            return Ok((hist, true));
-        }
-        let t = Instant::now();
-        conn.send(
-            Message::new(MSG_PING, Bytes::new())
-                .with_data(payload.clone())
-                .with_tid(i),
-        )
-        .map_err(|e| format!("send: {e}"))?;
-        loop {
-            match rx.recv_timeout(Duration::from_secs(10)) {
-                Ok(m) if m.ty == MSG_PING && m.tid == i => break,
-                Ok(_) => continue,
-                Err(_) => return Err(format!("no echo for 10 s (round trip {i})")),
-            }
-        }
-        hist.record(t.elapsed());
-    }
-    Ok((hist, false))
 }
