@@ -164,6 +164,11 @@ impl AnyConnection {
         each!(self, c => c.link_id())
     }
 
+    /// See [`msgr2::Connection::wants_transmit`].
+    pub fn wants_transmit(&self, id: LinkId) -> bool {
+        each!(self, c => c.wants_transmit(id))
+    }
+
     /// See [`msgr2::Connection::peer`].
     pub fn peer(&self) -> &Peer {
         each!(self, c => c.peer())

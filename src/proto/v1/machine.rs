@@ -500,6 +500,19 @@ impl V1SessionConn {
         self.link.as_ref().map(|l| l.id)
     }
 
+    /// True if the link `id` is current and has bytes or messages to send.
+    pub fn wants_transmit(&self, id: LinkId) -> bool {
+        self.farewell.iter().any(|(l, _)| *l == id)
+            || self.link.as_ref().is_some_and(|l| {
+                l.id == id
+                    && (!l.out.is_empty()
+                        || (l.is_open()
+                            && (self.session.has_outgoing()
+                                || (self.session.ack_pending() && !self.session.lossy)
+                                || l.keepalive_ack_due.is_some())))
+            })
+    }
+
     /// What we know of the peer.
     pub fn peer(&self) -> &Peer {
         &self.peer
