@@ -147,3 +147,104 @@ fn deframer_encrypted() {
         fuzzing::fuzz_deframer_encrypted,
     );
 }
+
+/// Seeds for the machine fuzzers: real byte streams of a plain and a secure session
+/// (the first byte of a machine input selects the split size and the config).
+fn machine_seeds(client_side: bool) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    for (secure, flag) in [(false, 0x00u8), (true, 0x80u8)] {
+        let (c2s, s2c) = fuzzing::sample_streams(secure);
+        let stream = if client_side { s2c } else { c2s };
+        assert!(stream.len() > 50, "the sample session produced bytes");
+        for split in [0u8, 6, 31] {
+            let mut v = vec![flag | split];
+            v.extend_from_slice(&stream);
+            out.push(v);
+        }
+    }
+    out
+}
+
+fn run_seeded(name: &str, seeds: Vec<Vec<u8>>, f: fn(&[u8])) {
+    for s in &seeds {
+        f(s);
+    }
+    let mut m = Mutator {
+        rng: SeededRng::new(0x5eed),
+    };
+    let start = Instant::now();
+    let mut count = seeds.len();
+    while count < MAX_INPUTS && start.elapsed() < MAX_TIME {
+        let input = m.mutate(&seeds);
+        f(&input);
+        count += 1;
+    }
+    println!("{name}: {count} inputs in {:.2?}", start.elapsed());
+}
+
+#[test]
+fn proto_server() {
+    run_seeded(
+        "fuzz_proto_server",
+        machine_seeds(false),
+        fuzzing::fuzz_proto_server,
+    );
+}
+
+#[test]
+fn proto_client() {
+    run_seeded(
+        "fuzz_proto_client",
+        machine_seeds(true),
+        fuzzing::fuzz_proto_client,
+    );
+}
+
+/// Seeds for v1: both directions of every connection of the captured `ceph -s`, whole
+/// (for the machines) and from the first message on (for the frame parser), plus a few
+/// hand-made frames.
+fn v1_seeds() -> Vec<Vec<u8>> {
+    use simplemsgr::capture::{read_packets, reassemble, tcp_segments};
+    const MON_PORT: u16 = 6789;
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ceph-v1-status.pcap");
+    let file = std::fs::read(&path).expect("the v1 capture fixture");
+    let segs = tcp_segments(&read_packets(&file).expect("capture")).expect("segments");
+    let mut ports: Vec<u16> = segs
+        .iter()
+        .filter(|s| s.dst.port() == MON_PORT)
+        .map(|s| s.src.port())
+        .collect();
+    ports.sort_unstable();
+    ports.dedup();
+    let mut out = vec![
+        vec![0x07],
+        vec![0x08, 1, 0, 0, 0, 0, 0, 0, 0],
+        vec![0x0e, 1, 0, 0, 0, 2, 0, 0, 0],
+    ];
+    for port in ports {
+        for stream in [
+            reassemble(&segs, port, MON_PORT),
+            reassemble(&segs, MON_PORT, port),
+        ] {
+            let stream = stream.expect("stream");
+            // From the first MSG tag on (after banner, addresses and connect exchange).
+            if let Some(i) = stream.iter().position(|b| *b == 0x07) {
+                out.push(stream[i..].to_vec());
+            }
+            out.push(stream);
+        }
+    }
+    assert!(out.len() > 5, "the capture yields streams");
+    out
+}
+
+#[test]
+fn v1_frame() {
+    run_seeded("fuzz_v1_frame", v1_seeds(), fuzzing::fuzz_v1_frame);
+}
+
+#[test]
+fn v1_machines() {
+    run_seeded("fuzz_v1_machines", v1_seeds(), fuzzing::fuzz_v1_machines);
+}

@@ -15,7 +15,6 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use crossbeam_channel::{Receiver, Sender};
 use log::{debug, info, warn};
 use parking_lot::{Condvar, Mutex};
 
@@ -87,6 +86,34 @@ impl LinkIo {
     }
 }
 
+/// Wakes the session's writer thread. A wake while the writer runs is remembered (the
+/// flag) and costs nothing more; the writer parks without spinning, which matters
+/// with many threads on few cores.
+#[derive(Default)]
+struct Waker {
+    pending: AtomicBool,
+    lock: Mutex<()>,
+    cv: Condvar,
+}
+
+impl Waker {
+    fn wake(&self) {
+        if !self.pending.swap(true, Ordering::AcqRel) {
+            // Taking the lock orders this notify after a waiter's check of the flag.
+            let _g = self.lock.lock();
+            self.cv.notify_one();
+        }
+    }
+
+    fn wait(&self, timeout: Duration) {
+        let mut g = self.lock.lock();
+        if !self.pending.swap(false, Ordering::AcqRel) {
+            self.cv.wait_for(&mut g, timeout);
+            self.pending.store(false, Ordering::Release);
+        }
+    }
+}
+
 /// What one session's lock protects.
 pub(crate) struct ConnState {
     pub(crate) proto: ProtoConn,
@@ -102,8 +129,7 @@ const INLINE_AFTER_IDLE: Duration = Duration::from_micros(5);
 pub struct ConnShared {
     pub(crate) id: u64,
     pub(crate) state: Mutex<ConnState>,
-    wake_tx: Sender<()>,
-    wake_rx: Receiver<()>,
+    wake: Waker,
     closed: AtomicBool,
     pub(crate) peer_hint: Mutex<EntityAddr>,
     /// Where to (re)connect, for sessions we initiate.
@@ -123,7 +149,6 @@ impl ConnShared {
         peer: EntityAddr,
         target: Option<SocketAddr>,
     ) -> Arc<Self> {
-        let (wake_tx, wake_rx) = crossbeam_channel::bounded(1);
         Arc::new(ConnShared {
             id,
             state: Mutex::new(ConnState {
@@ -132,8 +157,7 @@ impl ConnShared {
                 connect_due: false,
                 last_send: None,
             }),
-            wake_tx,
-            wake_rx,
+            wake: Waker::default(),
             closed: AtomicBool::new(false),
             peer_hint: Mutex::new(peer),
             target,
@@ -145,7 +169,7 @@ impl ConnShared {
 
     /// Wake the writer thread (coalesced: one pending wake is enough).
     pub(crate) fn wake(&self) {
-        let _ = self.wake_tx.try_send(());
+        self.wake.wake();
     }
 
     fn is_closed(&self) -> bool {
@@ -250,9 +274,9 @@ impl ConnectionRef {
                 })?;
             // Sparse traffic is written at once by this thread (latency); dense traffic
             // is left to the writer thread, which batches (throughput).
-            let sparse = st
-                .last_send
-                .is_none_or(|t| now.saturating_duration_since(t) >= INLINE_AFTER_IDLE);
+            let sparse = st.last_send.map_or(true, |t| {
+                now.saturating_duration_since(t) >= INLINE_AFTER_IDLE
+            });
             st.last_send = Some(now);
             if sparse {
                 if let Some(link) = st.proto.link_id() {
@@ -824,9 +848,7 @@ pub(crate) fn writer_loop(inner: Arc<Inner>, shared: Arc<ConnShared>) {
         let wait = deadline.map_or(Duration::from_secs(1), |d| {
             d.saturating_duration_since(Instant::now())
         });
-        let _ = shared
-            .wake_rx
-            .recv_timeout(wait.min(Duration::from_secs(1)));
+        shared.wake.wait(wait.min(Duration::from_secs(1)));
     }
 }
 
