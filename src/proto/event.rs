@@ -82,6 +82,8 @@ pub enum Error {
     MarkedDown,
     /// A chunked message broke a rule of the structured-data extension (§7.4).
     Chunk(crate::proto::msgr2::ChunkError),
+    /// A legacy v1 peer sent something invalid or refused us (the text says what).
+    Legacy(String),
 }
 
 impl Error {
@@ -168,6 +170,7 @@ impl fmt::Display for Error {
             Error::Transport(m) => write!(f, "transport: {m}"),
             Error::MarkedDown => f.write_str("connection marked down"),
             Error::Chunk(e) => write!(f, "structured data: {e}"),
+            Error::Legacy(m) => write!(f, "v1: {m}"),
         }
     }
 }

@@ -15,6 +15,9 @@
 //! by reconnecting and replaying ([`session`]). The server's decision when a peer
 //! opens or resumes a session is the pure function [`accept::decide`].
 //!
+//! The legacy v1 protocol has a session machine with the same contract,
+//! [`v1::V1SessionConn`]; [`AnyConnection`] is either one, and is what the runtime drives.
+//!
 //! ```text
 //!  client link:  Banner ─► Auth ─► AuthDone ─► Ident ─► Start/ReconnectReply ─► Open
 //!  server link:  Banner ─► SetMethod ─► Auth ─► AuthDone ─► Ident ─► Start/Reconnect
@@ -22,6 +25,7 @@
 //! ```
 
 pub mod accept;
+pub mod any;
 pub mod event;
 pub mod msgr2;
 pub mod policy;
@@ -36,6 +40,7 @@ use crate::auth::AuthConfig;
 use crate::wire::msgr2::Limits;
 use crate::wire::types::{AddrVec, EntityName};
 
+pub use any::{AnyConnection, AnyHandoff};
 pub use event::{AcceptRequest, Error, Event, Initiator, LinkId};
 pub use msgr2::Connection;
 pub use policy::{Policy, PolicyTable};

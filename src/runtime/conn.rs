@@ -20,7 +20,7 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::proto::accept::{decide, Decision};
 use crate::proto::msgr2::{SendError, State};
-use crate::proto::{Connection as ProtoConn, Error as ProtoError, Event as ProtoEvent, LinkId};
+use crate::proto::{AnyConnection as ProtoConn, Error as ProtoError, Event as ProtoEvent, LinkId};
 use crate::wire::message::Message;
 use crate::wire::transmit::Transmit;
 use crate::wire::types::{EntityAddr, EntityType};
@@ -307,21 +307,25 @@ impl ConnectionRef {
             drain(&mut st.proto, &self.shared, false)
         };
         let inner = self.msgr.upgrade();
-        if let (Some((link, _)), Some(mut w)) = (&io, guard.take()) {
+        if let (Some((link, lio)), Some(mut w)) = (&io, guard.take()) {
             // Never blocks: what the kernel does not take now stays pending for the
             // writer thread, so this is safe from dispatcher callbacks too.
             let len = out.len() as u64;
             let r = w.write_some(out);
             drop(w);
-            if let Some(inner) = &inner {
-                match r {
-                    Ok(_) => inner.stats.add_bytes_out(len),
-                    Err(e) => fail(
-                        inner,
-                        &self.shared,
-                        *link,
-                        ProtoError::Transport(format!("write: {e}")),
-                    ),
+            match r {
+                Ok(_) => {
+                    if let Some(inner) = &inner {
+                        inner.stats.add_bytes_out(len);
+                    }
+                }
+                // Not `fail` here: this may run inside a dispatch callback, and
+                // `fail`'s ordered batch would wait for the turn its caller holds
+                // (a self-deadlock). Shut the socket instead: the link's reader sees
+                // the error and fails the link on its own thread.
+                Err(e) => {
+                    debug!("conn#{} link {link}: write: {e}", self.shared.id);
+                    lio.close();
                 }
             }
         }

@@ -32,11 +32,12 @@ use parking_lot::Mutex;
 
 use crate::auth::AuthConfig;
 use crate::crypto::SystemRng;
-use crate::proto::{Connection as ProtoConn, Mode, Policy, ProtoConfig};
+use crate::proto::{AnyConnection as ProtoConn, Mode, Policy, ProtoConfig};
 use crate::wire::msgr2::Limits;
 use crate::wire::types::{AddrType, AddrVec, EntityAddr, EntityName, EntityType};
 
 use super::conn::{self, ConnShared, ConnectionRef};
+use super::detect::{self, Detected};
 use super::transport::{self, Transport};
 use super::{Config, Dispatcher, Error, FaultInjector, Stats, StatsSnapshot, Throttle};
 
@@ -380,10 +381,34 @@ impl Messenger {
     /// The session with the peer at `addr`, creating it (and connecting) if there is
     /// none. Messages sent before the handshake completes are queued.
     pub fn connect(&self, addr: SocketAddr, peer_type: EntityType) -> Result<ConnectionRef, Error> {
+        self.connect_addr(EntityAddr::new(AddrType::MSGR2, addr, 0), peer_type)
+    }
+
+    /// Like [`Messenger::connect`], with the protocol chosen by the address: a `v1:`
+    /// address ([`AddrType::LEGACY`]) gets a legacy v1 session, any other msgr2. A
+    /// blank address is refused.
+    pub fn connect_addr(
+        &self,
+        peer: EntityAddr,
+        peer_type: EntityType,
+    ) -> Result<ConnectionRef, Error> {
         if self.inner.is_shutdown() {
             return Err(Error::Shutdown);
         }
-        let peer = EntityAddr::new(AddrType::MSGR2, addr, 0);
+        let Some(addr) = peer.addr.filter(|_| !peer.is_blank()) else {
+            return Err(Error::Refused {
+                reason: format!("cannot connect to the blank address {peer}"),
+            });
+        };
+        let peer = EntityAddr::new(
+            if peer.kind == AddrType::LEGACY {
+                AddrType::LEGACY
+            } else {
+                AddrType::MSGR2
+            },
+            addr,
+            0,
+        );
         let key = session_key(&peer);
         let mut table = self.inner.sessions.lock();
         if let Some(s) = table.get(&key) {
@@ -491,22 +516,67 @@ fn accept_loop(inner: Arc<Inner>, listener: TcpListener) {
             warn!("cannot configure socket from {peer}: {e}");
             continue;
         }
-        let transport = match Transport::new(stream) {
-            Ok(t) => t,
-            Err(e) => {
-                warn!("cannot set up socket from {peer}: {e}");
-                continue;
-            }
-        };
-        let link = inner.next_link_id();
-        let proto = ProtoConn::incoming(
-            inner.proto.clone(),
-            Box::new(SystemRng::new()),
-            link,
-            Instant::now(),
-        );
-        let shared = inner.new_session(proto, EntityAddr::new(AddrType::MSGR2, peer, 0), None);
-        conn::attach_link(&inner, &shared, link, transport);
-        shared.wake();
+        // Protocol detection waits for the client's banner: not on this thread.
+        let i2 = inner.clone();
+        if let Err(e) = inner.spawn("ms-read-accept".into(), move || {
+            serve_incoming(i2, stream, peer)
+        }) {
+            warn!("cannot start a thread for the connection from {peer}: {e}");
+        }
     }
+}
+
+/// Detect the protocol of an accepted connection (bounded by the handshake timeout),
+/// then make it an incoming session of that protocol with its reader thread.
+fn serve_incoming(inner: Arc<Inner>, mut stream: std::net::TcpStream, peer: SocketAddr) {
+    let stop = || inner.is_shutdown();
+    let timeout = inner.config.handshake_timeout;
+    let (detected, banner) = match detect::detect(&mut stream, timeout, &stop) {
+        Ok(x) => x,
+        Err(e) => {
+            info!("connection from {peer} dropped: {e}");
+            return;
+        }
+    };
+    if inner.is_shutdown() {
+        return;
+    }
+    let transport = match Transport::new(stream) {
+        Ok(t) => t,
+        Err(e) => {
+            warn!("cannot set up socket from {peer}: {e}");
+            return;
+        }
+    };
+    let link = inner.next_link_id();
+    let now = Instant::now();
+    let rng = Box::new(SystemRng::new());
+    let (proto, kind) = match detected {
+        Detected::V1 => (
+            ProtoConn::incoming_v1(inner.proto.clone(), rng, link, peer, now),
+            AddrType::LEGACY,
+        ),
+        Detected::V2 => (
+            ProtoConn::incoming(inner.proto.clone(), rng, link, now),
+            AddrType::MSGR2,
+        ),
+    };
+    let shared = inner.new_session(proto, EntityAddr::new(kind, peer, 0), None);
+    // The banner is the machine's first input; it consumes it whole (a bad one fails the link).
+    let events = {
+        let mut st = shared.state.lock();
+        let mut input = bytes::BytesMut::from(&banner[..]);
+        st.proto.handle_input(link, &mut input, now);
+        if !input.is_empty() && st.proto.link_id() == Some(link) {
+            st.proto.link_failed(
+                link,
+                crate::proto::Error::Transport("banner not consumed".into()),
+                now,
+            );
+        }
+        conn::drain(&mut st.proto, &shared, false)
+    };
+    conn::attach_link(&inner, &shared, link, transport);
+    conn::handle_events(&inner, &shared, events);
+    shared.wake();
 }

@@ -21,6 +21,7 @@
 
 pub mod config;
 pub mod conn;
+pub mod detect;
 pub mod dispatch;
 pub mod fault;
 pub mod keylog;
