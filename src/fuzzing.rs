@@ -177,6 +177,10 @@ fn strip_crcs(f: &Frame) -> Frame {
             m.header.header_crc = 0;
             Frame::Msg(m)
         }
+        Frame::Chunk(c) => Frame::Chunk(crate::wire::msgr2::Chunk {
+            crc: 0,
+            ..c.clone()
+        }),
         other => other.clone(),
     }
 }

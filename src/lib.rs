@@ -23,6 +23,7 @@
 pub mod auth;
 pub mod capture;
 pub mod crypto;
+pub mod dump;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod mon;

@@ -16,7 +16,7 @@ use parking_lot::Mutex;
 use simplemsgr::proto::Policy;
 use simplemsgr::runtime::{ConnectionRef, Dispatcher, Messenger};
 use simplemsgr::wire::message::{priority, Message};
-use simplemsgr::wire::types::EntityType;
+use simplemsgr::wire::types::{AddrType, EntityAddr, EntityType};
 
 /// What the servers saw: per (client, stream, epoch) the sequence of message indices.
 /// A client that marks a session down starts a new epoch of that stream.
@@ -84,6 +84,16 @@ fn size(rng: &mut Rng) -> usize {
 
 #[test]
 fn synthetic_faults_lose_nothing() {
+    synthetic(AddrType::MSGR2);
+}
+
+/// The same test over legacy v1 sessions (`v1:` addresses).
+#[test]
+fn synthetic_faults_lose_nothing_v1() {
+    synthetic(AddrType::LEGACY);
+}
+
+fn synthetic(kind: AddrType) {
     common::init_log();
     const SERVERS: usize = 3;
     const CLIENTS: usize = 4;
@@ -131,7 +141,11 @@ fn synthetic_faults_lose_nothing() {
                     let mut rng = Rng(77 + c as u64);
                     let conns: Vec<_> = addrs
                         .iter()
-                        .map(|a| client.connect(*a, EntityType::OSD).unwrap())
+                        .map(|a| {
+                            client
+                                .connect_addr(EntityAddr::new(kind, *a, 0), EntityType::OSD)
+                                .unwrap()
+                        })
                         .collect();
                     let mut conns = conns;
                     let mut next = vec![0u32; conns.len()];
@@ -147,7 +161,9 @@ fn synthetic_faults_lose_nothing() {
                         // still holds) and continue on a new session: a new epoch.
                         if rng.below(60) == 0 {
                             conns[s].mark_down();
-                            conns[s] = client.connect(addrs[s], EntityType::OSD).unwrap();
+                            conns[s] = client
+                                .connect_addr(EntityAddr::new(kind, addrs[s], 0), EntityType::OSD)
+                                .unwrap();
                             epoch[s] += 1;
                             starts[s] = next[s];
                             downs += 1;
@@ -247,7 +263,7 @@ fn synthetic_faults_lose_nothing() {
         .sum();
     let delays: u64 = servers.iter().map(|m| m.faults().delays()).sum();
     println!(
-        "synthetic: sent {sent} ({:.1} MiB), delivered {delivered}, lost {lost}, duplicated {duplicated}, \
+        "synthetic {kind:?}: sent {sent} ({:.1} MiB), delivered {delivered}, lost {lost}, duplicated {duplicated}, \
          reordered {reordered}, socket faults injected {faults}, delays injected {delays}, mark_downs {mark_downs}, \
          {:.1}s",
         bytes as f64 / (1 << 20) as f64,

@@ -32,12 +32,16 @@
 //! # }
 //! ```
 
+mod keylog;
 mod keys;
 mod protect;
 mod rng;
 
 use std::fmt;
 
+pub use keylog::{
+    key_log_lines, log_keys, KeyLog, KeyLogEntry, KeyLogError, KeyLogFile, KEY_LOG_LABEL,
+};
 pub use keys::{derive_keys, DirectionKeys, SessionKeys};
 pub use protect::{RxProtector, TxProtector, DEFAULT_MAX_FRAMES};
 pub use rng::{Random, SeededRng, SystemRng};

@@ -166,6 +166,10 @@ fn seal_plain(frame: &Frame, out: &mut Transmit) {
             out.push_shared(m.middle.clone());
             out.push_shared(m.data.clone());
         }
+        Frame::Chunk(c) => {
+            out.push_with(|buf| c.encode_head(buf));
+            out.push_shared(c.data.clone());
+        }
         _ => {
             out.push_with(|buf| frame.encode(buf));
         }
@@ -193,6 +197,7 @@ fn seal_signed(
                 buf.put_u8(frame.tag().0);
                 m.header.encode(buf);
             }
+            Frame::Chunk(c) => c.encode_head(buf),
             _ => frame.encode(buf),
         }
     });
@@ -202,6 +207,10 @@ fn seal_signed(
             ctx.update(section);
             out.push_shared(section.clone());
         }
+    }
+    if let Frame::Chunk(c) = frame {
+        ctx.update(&c.data);
+        out.push_shared(c.data.clone());
     }
     ctx.update(padding);
     let sig = ctx.sign();

@@ -80,6 +80,10 @@ pub enum Error {
     Transport(String),
     /// The application closed the connection.
     MarkedDown,
+    /// A chunked message broke a rule of the structured-data extension (§7.4).
+    Chunk(crate::proto::msgr2::ChunkError),
+    /// A legacy v1 peer sent something invalid or refused us (the text says what).
+    Legacy(String),
 }
 
 impl Error {
@@ -112,9 +116,10 @@ impl Error {
     /// The CLOSE reason that tells the peer about this error, if one should be sent.
     pub fn close_reason(&self) -> Option<CloseReason> {
         Some(match self {
-            Error::Frame(_) | Error::UnexpectedFrame { .. } | Error::PeerMisbehaved(_) => {
-                CloseReason::PROTOCOL
-            }
+            Error::Frame(_)
+            | Error::UnexpectedFrame { .. }
+            | Error::PeerMisbehaved(_)
+            | Error::Chunk(_) => CloseReason::PROTOCOL,
             // AUTH_FAILED, or AUTH_METHOD / PROTOCOL where the auth error says so (§4.4).
             Error::Auth(e) => CloseReason(e.close_reason()),
             Error::NoCommonAuthMethod { .. } => CloseReason::AUTH_METHOD,
@@ -164,6 +169,8 @@ impl fmt::Display for Error {
             }
             Error::Transport(m) => write!(f, "transport: {m}"),
             Error::MarkedDown => f.write_str("connection marked down"),
+            Error::Chunk(e) => write!(f, "structured data: {e}"),
+            Error::Legacy(m) => write!(f, "v1: {m}"),
         }
     }
 }
@@ -238,4 +245,18 @@ pub enum Event {
     RemoteReset,
     /// The connection was refused for a reason reconnecting will not fix.
     Refused(Error),
+    /// The peer aborted a chunked message after partial data (docs/PROTOCOL.md §7.5);
+    /// the partial message was discarded and the connection stays open.
+    ChunkedAborted {
+        /// The aborted message's tid.
+        tid: u64,
+        /// The peer's error code.
+        code: u32,
+        /// The peer's explanation.
+        message: String,
+        /// Data bytes received before the abort.
+        received: u64,
+        /// Data bytes the message announced.
+        total: u64,
+    },
 }

@@ -15,6 +15,9 @@
 //! by reconnecting and replaying ([`session`]). The server's decision when a peer
 //! opens or resumes a session is the pure function [`accept::decide`].
 //!
+//! The legacy v1 protocol has a session machine with the same contract,
+//! [`v1::V1SessionConn`]; [`AnyConnection`] is either one, and is what the runtime drives.
+//!
 //! ```text
 //!  client link:  Banner ─► Auth ─► AuthDone ─► Ident ─► Start/ReconnectReply ─► Open
 //!  server link:  Banner ─► SetMethod ─► Auth ─► AuthDone ─► Ident ─► Start/Reconnect
@@ -22,6 +25,7 @@
 //! ```
 
 pub mod accept;
+pub mod any;
 pub mod event;
 pub mod msgr2;
 pub mod policy;
@@ -36,6 +40,7 @@ use crate::auth::AuthConfig;
 use crate::wire::msgr2::Limits;
 use crate::wire::types::{AddrVec, EntityName};
 
+pub use any::{AnyConnection, AnyHandoff};
 pub use event::{AcceptRequest, Error, Event, Initiator, LinkId};
 pub use msgr2::Connection;
 pub use policy::{Policy, PolicyTable};
@@ -139,10 +144,22 @@ pub struct ProtoConfig {
     pub crc: bool,
     /// Stop adding messages to one transmit batch beyond this many bytes.
     pub max_batch_bytes: usize,
+    /// A standalone ACK goes out once this many received messages are unacknowledged…
+    pub ack_every: u64,
+    /// …or this long after the first of them arrived (otherwise acknowledgements ride
+    /// on outgoing messages as `ack_seq`).
+    pub ack_delay: Duration,
     /// The messenger's connection-attempt counter.
     pub global_seq: Arc<GlobalSeq>,
     /// Policies by peer type.
     pub policies: policy::PolicyTable,
+    /// Structured data (docs/PROTOCOL.md §7): when the extension is negotiated, a message
+    /// whose data section is larger than this travels in CHUNK frames of this size.
+    /// 0 never chunks.
+    pub chunk_size: usize,
+    /// Where to write session keys for offline decryption (docs/PROTOCOL.md §11); `None`
+    /// (the default) writes nothing. Keys never appear anywhere else.
+    pub key_log: Option<Arc<dyn crate::crypto::KeyLog>>,
 }
 
 impl ProtoConfig {
@@ -169,8 +186,12 @@ impl ProtoConfig {
             max_frames_per_key: 1 << 32,
             crc: true,
             max_batch_bytes: 256 * 1024,
+            ack_every: 64,
+            ack_delay: Duration::from_millis(2),
             global_seq: Arc::new(GlobalSeq::default()),
             policies: policy::PolicyTable::default(),
+            chunk_size: 64 * 1024,
+            key_log: None,
         }
     }
 }

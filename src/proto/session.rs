@@ -54,6 +54,28 @@ impl OutQueue {
         msg
     }
 
+    fn push_front(&mut self, msg: Message) {
+        self.len += 1;
+        self.bytes += msg.payload_len();
+        self.by_priority
+            .entry(msg.priority)
+            .or_default()
+            .push_front(msg);
+    }
+
+    fn remove_tid(&mut self, tid: u64) -> Option<Message> {
+        for q in self.by_priority.values_mut() {
+            if let Some(pos) = q.iter().position(|m| m.tid == tid) {
+                let m = q.remove(pos)?;
+                self.len -= 1;
+                self.bytes -= m.payload_len();
+                self.by_priority.retain(|_, q| !q.is_empty());
+                return Some(m);
+            }
+        }
+        None
+    }
+
     fn clear(&mut self) -> usize {
         let n = self.len;
         self.by_priority.clear();
@@ -152,6 +174,48 @@ impl Session {
         Some(msg)
     }
 
+    /// True if sent-but-unacknowledged messages wait to be resent (docs/PROTOCOL.md §7.7).
+    pub fn has_replay(&self) -> bool {
+        !self.replay.is_empty()
+    }
+
+    /// The next replay (it keeps its sequence number), tracked as sent again.
+    pub fn next_replay(&mut self) -> Option<Message> {
+        let msg = self.replay.pop_front()?;
+        if !self.lossy {
+            self.sent.push_back(msg.clone());
+        }
+        Some(msg)
+    }
+
+    /// The next queued message, without a sequence number yet: a chunked message gets
+    /// its number only when its last chunk is sent (docs/PROTOCOL.md §7.6).
+    pub fn pop_queued(&mut self) -> Option<Message> {
+        self.queue.pop()
+    }
+
+    /// Give `msg` the next sequence number and (lossless) track it until acknowledged.
+    pub fn commit(&mut self, msg: &mut Message) {
+        self.out_seq += 1;
+        msg.seq = self.out_seq;
+        if !self.lossy {
+            self.sent.push_back(msg.clone());
+        }
+    }
+
+    /// Put messages that never completed on a link back at the front of the queue, in
+    /// the given order (they are sent again from the start, docs/PROTOCOL.md §7.7).
+    pub fn requeue_front(&mut self, msgs: Vec<Message>) {
+        for m in msgs.into_iter().rev() {
+            self.queue.push_front(m);
+        }
+    }
+
+    /// Remove the first queued (never transmitted) message with this tid.
+    pub fn remove_queued(&mut self, tid: u64) -> Option<Message> {
+        self.queue.remove_tid(tid)
+    }
+
     /// The peer acknowledged everything up to `seq`.
     pub fn handle_ack(&mut self, seq: u64) {
         while self.sent.front().is_some_and(|m| m.seq <= seq) {
@@ -191,6 +255,11 @@ impl Session {
     /// True if the peer has not been told about everything we received.
     pub fn ack_pending(&self) -> bool {
         self.in_seq > self.in_seq_acked
+    }
+
+    /// How many received messages the peer has not been told about.
+    pub fn unacked_in(&self) -> u64 {
+        self.in_seq.saturating_sub(self.in_seq_acked)
     }
 
     /// Record that `in_seq` has been (or is being) acknowledged to the peer; returns it.

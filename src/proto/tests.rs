@@ -6,5 +6,6 @@
 //! the clock after that).
 #![allow(clippy::disallowed_methods)]
 
+mod chunked;
 mod pair;
 mod scenarios;

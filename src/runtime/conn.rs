@@ -20,7 +20,7 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::proto::accept::{decide, Decision};
 use crate::proto::msgr2::{SendError, State};
-use crate::proto::{Connection as ProtoConn, Error as ProtoError, Event as ProtoEvent, LinkId};
+use crate::proto::{AnyConnection as ProtoConn, Error as ProtoError, Event as ProtoEvent, LinkId};
 use crate::wire::message::Message;
 use crate::wire::transmit::Transmit;
 use crate::wire::types::{EntityAddr, EntityType};
@@ -108,6 +108,14 @@ impl Waker {
     }
 
     fn wait(&self, timeout: Duration) {
+        // Yield a few times first: under a steady stream the next wake usually comes
+        // within microseconds, and catching it here saves two futex calls.
+        for _ in 0..WAKE_YIELDS {
+            if self.pending.swap(false, Ordering::AcqRel) {
+                return;
+            }
+            std::thread::yield_now();
+        }
         let mut g = self.lock.lock();
         if !self.pending.swap(false, Ordering::AcqRel) {
             self.cv.wait_for(&mut g, timeout);
@@ -115,6 +123,9 @@ impl Waker {
         }
     }
 }
+
+/// How often a writer with nothing to do yields before it parks.
+const WAKE_YIELDS: u32 = 8;
 
 /// What one session's lock protects.
 pub(crate) struct ConnState {
@@ -280,11 +291,14 @@ impl ConnectionRef {
                 .map_err(|SendError::Closed| Error::Refused {
                     reason: "connection is closed".into(),
                 })?;
-            // Sparse traffic is written at once by this thread (latency); dense traffic
-            // is left to the writer thread, which batches (throughput).
-            let sparse = st.last_send.map_or(true, |t| {
-                now.saturating_duration_since(t) >= INLINE_AFTER_IDLE
-            });
+            // Sparse traffic on an idle pipe is written at once by this thread (latency):
+            // nothing we sent is still unacknowledged (request/response: each reply
+            // acknowledges the request) and no burst is under way. Streams are left to
+            // the writer thread, which batches (throughput).
+            let sparse = st.proto.session().unacked() <= 1
+                && st.last_send.map_or(true, |t| {
+                    now.saturating_duration_since(t) >= INLINE_AFTER_IDLE
+                });
             st.last_send = Some(now);
             if sparse {
                 if let Some(link) = st.proto.link_id() {
@@ -301,21 +315,25 @@ impl ConnectionRef {
             drain(&mut st.proto, &self.shared, false)
         };
         let inner = self.msgr.upgrade();
-        if let (Some((link, _)), Some(mut w)) = (&io, guard.take()) {
+        if let (Some((link, lio)), Some(mut w)) = (&io, guard.take()) {
             // Never blocks: what the kernel does not take now stays pending for the
             // writer thread, so this is safe from dispatcher callbacks too.
             let len = out.len() as u64;
             let r = w.write_some(out);
             drop(w);
-            if let Some(inner) = &inner {
-                match r {
-                    Ok(_) => inner.stats.add_bytes_out(len),
-                    Err(e) => fail(
-                        inner,
-                        &self.shared,
-                        *link,
-                        ProtoError::Transport(format!("write: {e}")),
-                    ),
+            match r {
+                Ok(_) => {
+                    if let Some(inner) = &inner {
+                        inner.stats.add_bytes_out(len);
+                    }
+                }
+                // Not `fail` here: this may run inside a dispatch callback, and
+                // `fail`'s ordered batch would wait for the turn its caller holds
+                // (a self-deadlock). Shut the socket instead: the link's reader sees
+                // the error and fails the link on its own thread.
+                Err(e) => {
+                    debug!("conn#{} link {link}: write: {e}", self.shared.id);
+                    lio.close();
                 }
             }
         }
@@ -500,6 +518,10 @@ fn dispatch_events(inner: &Arc<Inner>, shared: &Arc<ConnShared>, events: Vec<Pro
             ProtoEvent::AcceptRequest(_) => {
                 // Handled by the reader thread of the incoming link (see `reader_loop`).
             }
+            ProtoEvent::ChunkedAborted { tid, code, message, received, total } => warn!(
+                "conn#{}: peer aborted chunked message tid {tid} ({received}/{total} bytes): code {code}: {message}",
+                shared.id
+            ),
         }
     }
     if count > 0 {

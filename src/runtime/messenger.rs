@@ -32,12 +32,14 @@ use parking_lot::Mutex;
 
 use crate::auth::AuthConfig;
 use crate::crypto::SystemRng;
-use crate::proto::{Connection as ProtoConn, Mode, Policy, ProtoConfig};
+use crate::proto::{AnyConnection as ProtoConn, Mode, Policy, ProtoConfig};
 use crate::wire::msgr2::Limits;
 use crate::wire::types::{AddrType, AddrVec, EntityAddr, EntityName, EntityType};
 
 use super::admission::{Admission, ConnectionLimits, Slot};
 use super::conn::{self, ConnShared, ConnectionRef};
+use super::detect::{self, Detected};
+use super::stats::{ConnState as StatsConnState, RefuseReason};
 use super::transport::{self, Transport};
 use super::{Config, Dispatcher, Error, FaultInjector, Stats, StatsSnapshot, Throttle};
 
@@ -170,6 +172,8 @@ pub struct MessengerBuilder {
     features_required: u64,
     protocol_features: u64,
     max_frames_per_key: u64,
+    key_log: Option<Arc<dyn crate::crypto::KeyLog>>,
+    chunk_size: Option<usize>,
 }
 
 impl MessengerBuilder {
@@ -225,6 +229,20 @@ impl MessengerBuilder {
         self
     }
 
+    /// Write session keys to this sink (docs/PROTOCOL.md §11). Without it, the file named
+    /// by `SIMPLEMSGR_KEYLOG` is used if that variable is set.
+    pub fn key_log(mut self, sink: Arc<dyn crate::crypto::KeyLog>) -> Self {
+        self.key_log = Some(sink);
+        self
+    }
+
+    /// Structured data (docs/PROTOCOL.md §7): chunk size for large data sections when the
+    /// extension is negotiated (enable it with `protocol_features(PROTO_FEATURE_STRUCTURED)`).
+    pub fn chunk_size(mut self, bytes: usize) -> Self {
+        self.chunk_size = Some(bytes);
+        self
+    }
+
     /// Protected frames per key before re-keying (tests lower it).
     pub fn max_frames_per_key(mut self, n: u64) -> Self {
         self.max_frames_per_key = n;
@@ -266,6 +284,10 @@ impl MessengerBuilder {
         proto.features_required = self.features_required;
         proto.protocol_features = self.protocol_features;
         proto.max_frames_per_key = self.max_frames_per_key;
+        proto.key_log = self.key_log.or_else(super::keylog::FileKeyLog::from_env);
+        if let Some(n) = self.chunk_size {
+            proto.chunk_size = n;
+        }
         proto.keepalive_interval =
             (!c.keepalive_interval.is_zero()).then_some(c.keepalive_interval);
         proto.idle_timeout = c.idle_timeout;
@@ -347,6 +369,8 @@ impl Messenger {
             features_required: 0,
             protocol_features: 0,
             max_frames_per_key: crate::crypto::DEFAULT_MAX_FRAMES,
+            key_log: None,
+            chunk_size: None,
         }
     }
 
@@ -368,10 +392,34 @@ impl Messenger {
     /// The session with the peer at `addr`, creating it (and connecting) if there is
     /// none. Messages sent before the handshake completes are queued.
     pub fn connect(&self, addr: SocketAddr, peer_type: EntityType) -> Result<ConnectionRef, Error> {
+        self.connect_addr(EntityAddr::new(AddrType::MSGR2, addr, 0), peer_type)
+    }
+
+    /// Like [`Messenger::connect`], with the protocol chosen by the address: a `v1:`
+    /// address ([`AddrType::LEGACY`]) gets a legacy v1 session, any other msgr2. A
+    /// blank address is refused.
+    pub fn connect_addr(
+        &self,
+        peer: EntityAddr,
+        peer_type: EntityType,
+    ) -> Result<ConnectionRef, Error> {
         if self.inner.is_shutdown() {
             return Err(Error::Shutdown);
         }
-        let peer = EntityAddr::new(AddrType::MSGR2, addr, 0);
+        let Some(addr) = peer.addr.filter(|_| !peer.is_blank()) else {
+            return Err(Error::Refused {
+                reason: format!("cannot connect to the blank address {peer}"),
+            });
+        };
+        let peer = EntityAddr::new(
+            if peer.kind == AddrType::LEGACY {
+                AddrType::LEGACY
+            } else {
+                AddrType::MSGR2
+            },
+            addr,
+            0,
+        );
         let key = session_key(&peer);
         let mut table = self.inner.sessions.lock();
         if let Some(s) = table.get(&key) {
@@ -506,25 +554,86 @@ fn accept_loop(inner: Arc<Inner>, listener: TcpListener) {
             warn!("cannot configure socket from {peer}: {e}");
             continue;
         }
-        let transport = match Transport::new(stream) {
-            Ok(t) => t,
-            Err(e) => {
-                warn!("cannot set up socket from {peer}: {e}");
-                continue;
-            }
-        };
-        let link = inner.next_link_id();
-        let proto = ProtoConn::incoming(
-            inner.proto.clone(),
-            Box::new(SystemRng::new()),
-            link,
-            Instant::now(),
-        );
-        let shared =
-            inner.new_session(proto, EntityAddr::new(AddrType::MSGR2, peer, 0), None, slot);
-        conn::attach_link(&inner, &shared, link, transport);
-        shared.wake();
+        // Protocol detection waits for the client's banner: not on this thread.
+        let i2 = inner.clone();
+        // The slot moves into the thread (and is released if it cannot start).
+        if let Err(e) = inner.spawn("ms-read-accept".into(), move || {
+            serve_incoming(i2, stream, peer, slot)
+        }) {
+            warn!("cannot start a thread for the connection from {peer}: {e}");
+        }
     }
+}
+
+/// Detect the protocol of an accepted connection (bounded by the handshake timeout),
+/// then make it an incoming session of that protocol with its reader thread.
+///
+/// The whole handshake, banner included, is bounded by one `ms_connection_ready_timeout`
+/// from the accept: the session's link counts as started when the socket was accepted.
+fn serve_incoming(
+    inner: Arc<Inner>,
+    mut stream: std::net::TcpStream,
+    peer: SocketAddr,
+    slot: Slot,
+) {
+    let accepted = Instant::now();
+    let stop = || inner.is_shutdown();
+    let timeout = inner.config.handshake_timeout;
+    // Counted as handshaking while the banner is awaited (the session counts itself after).
+    inner.stats.conn_enter(StatsConnState::Handshaking);
+    let detection = detect::detect(&mut stream, timeout, &stop);
+    inner.stats.conn_leave(StatsConnState::Handshaking);
+    let (detected, banner) = match detection {
+        Ok(x) => x,
+        Err(e) => {
+            if e.kind() == std::io::ErrorKind::TimedOut {
+                inner.stats.refused(RefuseReason::HandshakeTimeout);
+            }
+            info!("connection from {peer} dropped: {e}");
+            return;
+        }
+    };
+    if inner.is_shutdown() {
+        return;
+    }
+    let transport = match Transport::new(stream) {
+        Ok(t) => t,
+        Err(e) => {
+            warn!("cannot set up socket from {peer}: {e}");
+            return;
+        }
+    };
+    let link = inner.next_link_id();
+    let now = Instant::now();
+    let rng = Box::new(SystemRng::new());
+    let (proto, kind) = match detected {
+        Detected::V1 => (
+            ProtoConn::incoming_v1(inner.proto.clone(), rng, link, peer, accepted),
+            AddrType::LEGACY,
+        ),
+        Detected::V2 => (
+            ProtoConn::incoming(inner.proto.clone(), rng, link, accepted),
+            AddrType::MSGR2,
+        ),
+    };
+    let shared = inner.new_session(proto, EntityAddr::new(kind, peer, 0), None, slot);
+    // The banner is the machine's first input; it consumes it whole (a bad one fails the link).
+    let events = {
+        let mut st = shared.state.lock();
+        let mut input = bytes::BytesMut::from(&banner[..]);
+        st.proto.handle_input(link, &mut input, now);
+        if !input.is_empty() && st.proto.link_id() == Some(link) {
+            st.proto.link_failed(
+                link,
+                crate::proto::Error::Transport("banner not consumed".into()),
+                now,
+            );
+        }
+        conn::drain(&mut st.proto, &shared, false)
+    };
+    conn::attach_link(&inner, &shared, link, transport);
+    conn::handle_events(&inner, &shared, events);
+    shared.wake();
 }
 
 /// Admission control for an accepted socket, before any thread is spawned: over a

@@ -23,8 +23,10 @@
 pub mod admission;
 pub mod config;
 pub mod conn;
+pub mod detect;
 pub mod dispatch;
 pub mod fault;
+pub mod keylog;
 pub mod limits;
 pub mod messenger;
 pub mod monc;

@@ -79,6 +79,7 @@ impl Connection {
                 out
             });
             let keys = derive_keys(&session_key, &t_c, &t_s);
+            crate::crypto::log_keys(self.cfg.key_log.as_deref(), &keys, &t_c, &t_s);
             let flags = mode.flags();
             let sig = keys.auth_done_signature(true, flags);
             link.keys = Some(keys);

@@ -100,6 +100,10 @@ pub struct Link {
     pub(crate) last_rx: Instant,
     pub(crate) last_keepalive_tx: Instant,
     pub(crate) keepalive_ack_due: Option<crate::wire::types::Timespec>,
+    /// Chunked messages being sent on this link (docs/PROTOCOL.md §7.6).
+    pub(crate) chunk_tx: super::chunk::ChunkTx,
+    /// The chunked message being received on this link (§7.4).
+    pub(crate) chunk_rx: super::chunk::ChunkRx,
 }
 
 /// Most RETRY answers one link accepts before it gives up (a misbehaving peer
@@ -140,6 +144,8 @@ impl Link {
             last_rx: now,
             last_keepalive_tx: now,
             keepalive_ack_due: None,
+            chunk_tx: Default::default(),
+            chunk_rx: Default::default(),
         }
     }
 

@@ -5,6 +5,7 @@
 //! by reconnecting (as the connecting side) or by waiting in standby for the peer
 //! (as a `server`), and replays what the peer did not acknowledge.
 
+mod chunk;
 mod client;
 mod exchange;
 mod link;
@@ -29,6 +30,8 @@ use super::policy::Policy;
 use super::session::Session;
 use super::ProtoConfig;
 
+pub use chunk::ChunkError;
+pub use exchange::AbortOutcome;
 use link::Link;
 pub use link::{Phase, Role};
 
@@ -96,6 +99,8 @@ pub struct Connection {
     last_keepalive_ack: Option<Instant>,
     last_keepalive: Option<Instant>,
     farewell: Vec<(LinkId, Transmit)>,
+    /// When the oldest unacknowledged received message must be acknowledged.
+    ack_due: Option<Instant>,
 }
 
 /// Read-buffer size to ask for when no frame is in progress.
@@ -135,6 +140,7 @@ impl Connection {
             last_keepalive_ack: None,
             last_keepalive: None,
             farewell: Vec::new(),
+            ack_due: None,
             cfg,
         };
         c.events.push_back(Event::ReconnectDue);
@@ -172,6 +178,7 @@ impl Connection {
             last_keepalive_ack: None,
             last_keepalive: None,
             farewell: Vec::new(),
+            ack_due: None,
             cfg,
         }
     }
@@ -340,6 +347,12 @@ impl Connection {
         let mut consider = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
         if let Some(link) = &self.link {
             if link.is_open() {
+                if let Some(t) = self
+                    .ack_due
+                    .filter(|_| self.session.ack_pending() && !self.session.lossy)
+                {
+                    consider(t);
+                }
                 consider(link.last_rx + self.cfg.idle_timeout);
                 if let Some(iv) = self.cfg.keepalive_interval {
                     consider(link.last_keepalive_tx + iv);
@@ -376,7 +389,8 @@ impl Connection {
                     && (!l.out.is_empty()
                         || (l.is_open()
                             && (self.session.has_outgoing()
-                                || self.session.ack_pending()
+                                || self.ack_is_due(None)
+                                || l.chunk_tx.pending()
                                 || l.keepalive_ack_due.is_some())))
             })
     }
@@ -474,6 +488,20 @@ impl Connection {
     }
 
     // ----- internals ----------------------------------------------------------
+
+    fn last_rx_time(&self) -> Instant {
+        self.link.as_ref().map_or(self.epoch, |l| l.last_rx)
+    }
+
+    /// Whether a standalone ACK is due (enough unacknowledged messages, or the delay
+    /// passed; `now = None` checks the count only).
+    pub(super) fn ack_is_due(&self, now: Option<Instant>) -> bool {
+        if self.session.lossy || !self.session.ack_pending() {
+            return false;
+        }
+        self.session.unacked_in() >= self.cfg.ack_every
+            || now.zip(self.ack_due).is_some_and(|(n, due)| n >= due)
+    }
 
     fn process_input(&mut self, now: Instant) {
         loop {
@@ -577,6 +605,7 @@ impl Connection {
     }
 
     fn push_link_closed(&mut self, mut link: Link, error: Error, initiator: Initiator) {
+        self.return_unfinished(&mut link);
         // Tell the peer why (§3.4: a frame that fails authentication is answered with
         // CLOSE(PROTOCOL) too, although the peer "initiated" it). `close_reason` is `None`
         // when the peer told us (CLOSE), the transport is gone, or the banner was bad.

@@ -186,6 +186,7 @@ impl Connection {
                     "client AUTH_DONE signature does not verify (transcript altered or wrong key)",
                 ));
             }
+            crate::crypto::log_keys(self.cfg.key_log.as_deref(), &keys, &t_c, &t_s);
             link.keys = Some(keys);
         } else {
             if done.flags != 0 || done.signature != [0u8; 32] {

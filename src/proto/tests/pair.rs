@@ -277,6 +277,14 @@ impl Pair {
             Event::Reset => ep.log.push("reset".into()),
             Event::RemoteReset => ep.log.push("remote_reset".into()),
             Event::Refused(e) => ep.log.push(format!("refused {e}")),
+            Event::ChunkedAborted {
+                tid,
+                code,
+                received,
+                ..
+            } => ep.log.push(format!(
+                "chunk_aborted tid={tid} code={code} received={received}"
+            )),
         }
     }
 

@@ -53,6 +53,7 @@
 //! ```
 
 pub mod accept;
+pub mod machine;
 pub mod session;
 #[cfg(test)]
 mod tests;
@@ -68,6 +69,7 @@ pub use accept::{
     decide_accept, Accept, AcceptDecision, AcceptPolicy, ExistingSession, ExistingState, Incoming,
     OpenKind,
 };
+pub use machine::{V1Handoff, V1SessionConn};
 pub use session::V1Session;
 
 use crate::wire::message::Message;

@@ -10,7 +10,10 @@ use std::fmt;
 use bytes::{Buf, Bytes, BytesMut};
 
 use super::frame::{max_plain_len, split_msg};
-use super::{Banner, BannerError, Frame, Limits, MsgHeader2, Tag, HEADER2_LEN, MSG_FLAG_CRC};
+use super::{
+    Banner, BannerError, Chunk, Frame, Limits, MsgHeader2, Tag, CHUNK_HEAD_LEN, HEADER2_LEN,
+    MSG_FLAG_CRC,
+};
 use crate::crypto::{Protection, RxProtector};
 use crate::wire::{DecodeError, Reader};
 
@@ -194,6 +197,30 @@ impl Deframer {
                 raw,
             }));
         }
+        if Tag(tag) == Tag::CHUNK {
+            // §7.2: the extent is known from the 29-byte head, like a MSG's.
+            if self.buf.len() < CHUNK_HEAD_LEN {
+                return Ok(None);
+            }
+            let (_, len) = Chunk::read_head(&self.buf[..CHUNK_HEAD_LEN], &self.limits)?;
+            let total = CHUNK_HEAD_LEN + len;
+            if self.buf.len() < total {
+                self.pending = Some((total, Protection::Plain));
+                return Ok(None);
+            }
+            let raw = self.buf.split_to(total).freeze();
+            let frame = Frame::decode(raw.clone(), &self.limits)?;
+            // §7.2: a plain CHUNK carries the CRC of its bytes.
+            if let Frame::Chunk(c) = &frame {
+                if crate::wire::ceph_crc32c(0, &c.data) != c.crc {
+                    return Err(DecodeError::Invalid {
+                        what: "CHUNK.crc (mismatch)",
+                    }
+                    .into());
+                }
+            }
+            return Ok(Some(Decoded { frame, raw }));
+        }
         let Some(max) = max_plain_len(Tag(tag)) else {
             return Err(DecodeError::UnknownTag(tag).into());
         };
@@ -256,6 +283,15 @@ impl Deframer {
                 .into());
             }
             m.verify_crcs()?;
+        }
+        if let Frame::Chunk(c) = &frame {
+            // §7.2: the MAC covers the chunk; its CRC field must be 0.
+            if c.crc != 0 {
+                return Err(DecodeError::Invalid {
+                    what: "CHUNK.crc (non-zero in a protected frame)",
+                }
+                .into());
+            }
         }
         Ok(Some(Decoded {
             frame,

@@ -23,6 +23,12 @@ pub const MAX_AUTH_METHODS: u32 = 16;
 pub const MAX_AUTH_PAYLOAD: u32 = 65_536;
 /// §2.3 `MAX_CLOSE_REASON`: bytes in a CLOSE message.
 pub const MAX_CLOSE_REASON: u32 = 1_024;
+/// §7 `MAX_CHUNK_LEN`: bytes in one CHUNK frame (also bounded by `max_data_len`).
+pub const MAX_CHUNK_LEN: u32 = 16 * 1024 * 1024;
+/// §7 `MAX_CHUNK_ABORT_MESSAGE`: bytes in a CHUNK_ABORT message.
+pub const MAX_CHUNK_ABORT_MESSAGE: u32 = 1_024;
+/// Bytes of a CHUNK frame before its data: tag, xid, offset, seq, crc, le32 length (§7.2).
+pub const CHUNK_HEAD_LEN: usize = 1 + 8 + 8 + 8 + 4 + 4;
 
 /// A frame tag. A newtype so that unknown values can be carried and printed.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -68,6 +74,8 @@ tags! {
     KEEPALIVE2 = 0x22,
     KEEPALIVE2_ACK = 0x23,
     CLOSE = 0x24,
+    CHUNK = 0x30,
+    CHUNK_ABORT = 0x31,
 }
 
 impl fmt::Debug for Tag {
@@ -407,9 +415,19 @@ impl MsgHeader2 {
         Ok(())
     }
 
-    /// Total bytes of the three sections.
+    /// Total bytes of the sections that travel in the MSG frame itself: all three, or
+    /// front and middle only for a CHUNKED message, whose data follows in CHUNK frames (§7.3).
     pub fn sections_len(&self) -> u64 {
-        u64::from(self.front_len) + u64::from(self.middle_len) + u64::from(self.data_len)
+        u64::from(self.front_len) + u64::from(self.middle_len) + u64::from(self.wire_data_len())
+    }
+
+    /// `data_len`, or 0 for a CHUNKED message (its data is not in the MSG frame).
+    pub fn wire_data_len(&self) -> u32 {
+        if self.flags & MSG_FLAG_CHUNKED != 0 {
+            0
+        } else {
+            self.data_len
+        }
     }
 }
 
@@ -469,6 +487,23 @@ impl Msg {
         }
     }
 
+    /// The MSG that starts a chunked message (§7.3): header2 with `CHUNKED`, `seq` = the
+    /// transfer id `xid`, `data_len` = the whole data section, `data_crc` 0 (each CHUNK
+    /// carries its own CRC), front and middle, and no data.
+    pub fn chunked(msg: &Message, xid: u64, ack_seq: u64, src: EntityName, crc: bool) -> Msg {
+        let front_only = Message {
+            data: Bytes::new(),
+            ..msg.clone()
+        };
+        let mut m = Msg::from_message(&front_only, xid, ack_seq, src, crc);
+        m.header.flags |= MSG_FLAG_CHUNKED;
+        m.header.data_len = u32::try_from(msg.data.len()).unwrap_or(u32::MAX);
+        if crc {
+            m.header.header_crc = ceph_crc32c(0, &m.header.to_bytes()[..HEADER2_CRC_OFF]);
+        }
+        m
+    }
+
     /// The user message, with `seq` and `src` filled from the header.
     pub fn into_message(self) -> Message {
         let h = self.header;
@@ -513,7 +548,14 @@ impl Msg {
                 what: "header2.middle_crc (mismatch)",
             });
         }
-        if ceph_crc32c(0, &self.data) != h.data_crc {
+        // §7.3: a CHUNKED message's data arrives in CHUNKs, each with its own CRC.
+        if h.flags & MSG_FLAG_CHUNKED != 0 {
+            if h.data_crc != 0 {
+                return Err(DecodeError::Invalid {
+                    what: "header2.data_crc (must be 0 in a CHUNKED MSG)",
+                });
+            }
+        } else if ceph_crc32c(0, &self.data) != h.data_crc {
             return Err(DecodeError::Invalid {
                 what: "header2.data_crc (mismatch)",
             });
@@ -560,6 +602,44 @@ pub struct Close {
     /// The reason code.
     pub reason: CloseReason,
     /// A human-readable explanation, at most `MAX_CLOSE_REASON` bytes of UTF-8.
+    pub message: String,
+}
+
+/// CHUNK (0x30, §7.2): `data.len()` bytes of a chunked message's data section at `offset`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Chunk {
+    /// The transfer id: header2.seq of the CHUNKED MSG this chunk belongs to.
+    pub xid: u64,
+    /// Where `data` goes in the data section.
+    pub offset: u64,
+    /// 0, or the message's sequence number if this chunk completes the message (§7.4).
+    pub seq: u64,
+    /// Plain form: Ceph crc32c (seed 0) of `data`; protected forms: 0 (§7.2).
+    pub crc: u32,
+    /// The bytes (1..=`MAX_CHUNK_LEN`); a zero-copy slice of the received frame.
+    pub data: Bytes,
+}
+
+impl fmt::Debug for Chunk {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Chunk")
+            .field("xid", &self.xid)
+            .field("offset", &self.offset)
+            .field("seq", &self.seq)
+            .field("crc", &self.crc)
+            .field("len", &self.data.len())
+            .finish()
+    }
+}
+
+/// CHUNK_ABORT (0x31, §7.5): the sender gives up on a chunked message in flight.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChunkAbort {
+    /// The transfer id of the aborted message.
+    pub xid: u64,
+    /// An application error code (opaque to the messenger).
+    pub code: u32,
+    /// Why, at most `MAX_CHUNK_ABORT_MESSAGE` bytes of UTF-8.
     pub message: String,
 }
 
@@ -624,6 +704,10 @@ pub enum Frame {
     Keepalive2Ack(Keepalive2Ack),
     /// CLOSE (0x24).
     Close(Close),
+    /// CHUNK (0x30, §7).
+    Chunk(Chunk),
+    /// CHUNK_ABORT (0x31, §7).
+    ChunkAbort(ChunkAbort),
 }
 
 /// Largest `entity_addr` the tagged-form reader of `types.rs` will wait for: marker, version,
@@ -650,6 +734,8 @@ pub(crate) fn max_plain_len(tag: Tag) -> Option<usize> {
         Tag::RECONNECT_OK | Tag::START => 1 + 16,
         Tag::RECONNECT_WAIT | Tag::RECONNECT_RESET => 1,
         Tag::CLOSE => 1 + 4 + 4 + MAX_CLOSE_REASON as usize,
+        Tag::CHUNK => CHUNK_HEAD_LEN + MAX_CHUNK_LEN as usize,
+        Tag::CHUNK_ABORT => 1 + 8 + 4 + 4 + MAX_CHUNK_ABORT_MESSAGE as usize,
         _ => return None,
     })
 }
@@ -678,6 +764,8 @@ impl Frame {
             Frame::Keepalive2(_) => Tag::KEEPALIVE2,
             Frame::Keepalive2Ack(_) => Tag::KEEPALIVE2_ACK,
             Frame::Close(_) => Tag::CLOSE,
+            Frame::Chunk(_) => Tag::CHUNK,
+            Frame::ChunkAbort(_) => Tag::CHUNK_ABORT,
         }
     }
 
@@ -688,6 +776,8 @@ impl Frame {
             Frame::AuthMethods(a) => 1 + 4 + 4 * a.methods.len(),
             Frame::Auth(a) => 1 + 4 + a.payload.len(),
             Frame::Close(c) => 1 + 8 + c.message.len(),
+            Frame::Chunk(c) => CHUNK_HEAD_LEN + c.data.len(),
+            Frame::ChunkAbort(a) => 1 + 8 + 4 + 4 + a.message.len(),
             Frame::AuthSetMethod(_) | Frame::AuthBadMethod(_) | Frame::IdentBadProtocol(_) => 1 + 4,
             Frame::AuthDone(_) => 1 + 8 + 32,
             Frame::Ident(i) => 1 + i.addrs.to_vec().len() + 1 + 4 + 8 * 4,
@@ -761,6 +851,18 @@ impl Frame {
                 out.put_le32(c.reason.0);
                 out.put_len_prefixed(c.message.as_bytes());
             }
+            Frame::Chunk(c) => {
+                out.put_le64(c.xid);
+                out.put_le64(c.offset);
+                out.put_le64(c.seq);
+                out.put_le32(c.crc);
+                out.put_len_prefixed(&c.data);
+            }
+            Frame::ChunkAbort(a) => {
+                out.put_le64(a.xid);
+                out.put_le32(a.code);
+                out.put_len_prefixed(a.message.as_bytes());
+            }
         }
     }
 
@@ -787,6 +889,23 @@ impl Frame {
                 });
             }
             return Ok(Frame::Msg(split_msg(header, bytes)));
+        }
+        if tag == Tag::CHUNK {
+            let (chunk, len) = Chunk::read_head(&bytes, limits)?;
+            let need = CHUNK_HEAD_LEN + len;
+            if bytes.len() < need {
+                return Err(DecodeError::Truncated { what: "CHUNK.data" });
+            }
+            if bytes.len() > need {
+                return Err(DecodeError::TrailingBytes {
+                    what: "CHUNK",
+                    count: bytes.len() - need,
+                });
+            }
+            return Ok(Frame::Chunk(Chunk {
+                data: bytes.slice(CHUNK_HEAD_LEN..need),
+                ..chunk
+            }));
         }
         let mut r = Reader::new(&bytes);
         let frame = Frame::read_non_msg(&mut r)?;
@@ -907,8 +1026,86 @@ impl Frame {
                     .to_owned();
                 Frame::Close(Close { reason, message })
             }
+            Tag::CHUNK => {
+                let xid = r.le64("CHUNK.xid")?;
+                let offset = r.le64("CHUNK.offset")?;
+                let seq = r.le64("CHUNK.seq")?;
+                let crc = r.le32("CHUNK.crc")?;
+                let data = r.len_prefixed(MAX_CHUNK_LEN, "CHUNK.data")?;
+                if data.is_empty() {
+                    return Err(DecodeError::Invalid {
+                        what: "CHUNK.data (empty)",
+                    });
+                }
+                Frame::Chunk(Chunk {
+                    xid,
+                    offset,
+                    seq,
+                    crc,
+                    data: Bytes::copy_from_slice(data),
+                })
+            }
+            Tag::CHUNK_ABORT => {
+                let xid = r.le64("CHUNK_ABORT.xid")?;
+                let code = r.le32("CHUNK_ABORT.code")?;
+                let msg = r.len_prefixed(MAX_CHUNK_ABORT_MESSAGE, "CHUNK_ABORT.message")?;
+                let message = std::str::from_utf8(msg)
+                    .map_err(|_| DecodeError::Invalid {
+                        what: "CHUNK_ABORT.message (not UTF-8)",
+                    })?
+                    .to_owned();
+                Frame::ChunkAbort(ChunkAbort { xid, code, message })
+            }
             other => return Err(DecodeError::UnknownTag(other.0)),
         })
+    }
+}
+
+impl Chunk {
+    /// Write the 33 bytes before the data: tag, xid, offset, seq, crc, le32 length.
+    pub fn encode_head(&self, out: &mut Vec<u8>) {
+        out.put_u8(Tag::CHUNK.0);
+        out.put_le64(self.xid);
+        out.put_le64(self.offset);
+        out.put_le64(self.seq);
+        out.put_le32(self.crc);
+        out.put_le32(u32::try_from(self.data.len()).unwrap_or(u32::MAX));
+    }
+
+    /// Read the head of a CHUNK frame (tag included) from `buf`, which holds at least
+    /// [`CHUNK_HEAD_LEN`] bytes; returns the chunk without data and the data length,
+    /// checked against `MAX_CHUNK_LEN` and `max_data` before anything is awaited.
+    pub(crate) fn read_head(buf: &[u8], limits: &Limits) -> Result<(Chunk, usize), DecodeError> {
+        let mut r = Reader::new(buf);
+        if Tag(r.u8("frame tag")?) != Tag::CHUNK {
+            return Err(DecodeError::Invalid { what: "CHUNK tag" });
+        }
+        let xid = r.le64("CHUNK.xid")?;
+        let offset = r.le64("CHUNK.offset")?;
+        let seq = r.le64("CHUNK.seq")?;
+        let crc = r.le32("CHUNK.crc")?;
+        let len = r.le32("CHUNK.data length")?;
+        let limit = MAX_CHUNK_LEN.min(limits.max_data);
+        if len > limit {
+            return Err(DecodeError::TooLarge {
+                what: "CHUNK.data",
+                len: len.into(),
+                limit: limit.into(),
+            });
+        }
+        if len == 0 {
+            return Err(DecodeError::Invalid {
+                what: "CHUNK.data (empty)",
+            });
+        }
+        let chunk = Chunk {
+            xid,
+            offset,
+            seq,
+            crc,
+            data: Bytes::new(),
+        };
+        Ok((chunk, len as usize))
     }
 }
 
@@ -917,7 +1114,7 @@ pub(crate) fn split_msg(header: MsgHeader2, bytes: Bytes) -> Msg {
     let f0 = 1 + HEADER2_LEN;
     let f1 = f0 + header.front_len as usize;
     let m1 = f1 + header.middle_len as usize;
-    let d1 = m1 + header.data_len as usize;
+    let d1 = m1 + header.wire_data_len() as usize;
     Msg {
         header,
         front: bytes.slice(f0..f1),
@@ -947,7 +1144,7 @@ pub(crate) mod tests {
     fn every_sample_round_trips_and_knows_its_length() {
         let limits = Limits::default();
         let s = samples();
-        assert_eq!(s.len(), 20, "one sample per frame type");
+        assert_eq!(s.len(), 22, "one sample per frame type");
         for f in s {
             let bytes = enc(&f);
             assert_eq!(bytes[0], f.tag().0);

@@ -16,10 +16,11 @@ mod frame;
 pub use banner::{Banner, BannerError};
 pub use deframer::{Decoded, Deframer, FrameError, DEFAULT_READ_HINT};
 pub use frame::{
-    Ack, Auth, AuthBadMethod, AuthDone, AuthMethods, AuthSetMethod, Close, CloseReason, Frame,
-    Ident, IdentBadProtocol, IdentMissingFeatures, Keepalive2, Keepalive2Ack, Limits, Msg,
-    MsgHeader2, Reconnect, ReconnectOk, ReconnectRetryGlobal, ReconnectRetrySession, Start, Tag,
-    MAX_AUTH_METHODS, MAX_AUTH_PAYLOAD, MAX_CLOSE_REASON,
+    Ack, Auth, AuthBadMethod, AuthDone, AuthMethods, AuthSetMethod, Chunk, ChunkAbort, Close,
+    CloseReason, Frame, Ident, IdentBadProtocol, IdentMissingFeatures, Keepalive2, Keepalive2Ack,
+    Limits, Msg, MsgHeader2, Reconnect, ReconnectOk, ReconnectRetryGlobal, ReconnectRetrySession,
+    Start, Tag, CHUNK_HEAD_LEN, MAX_AUTH_METHODS, MAX_AUTH_PAYLOAD, MAX_CHUNK_ABORT_MESSAGE,
+    MAX_CHUNK_LEN, MAX_CLOSE_REASON,
 };
 
 use crate::wire::message::Message;
@@ -124,6 +125,22 @@ pub fn sample_frames(crc: bool) -> Vec<Frame> {
         Frame::Close(Close {
             reason: CloseReason::NORMAL,
             message: "bye".into(),
+        }),
+        Frame::Chunk(Chunk {
+            xid: 1,
+            offset: 4,
+            seq: 2,
+            crc: if crc {
+                crate::wire::ceph_crc32c(0, b"456789")
+            } else {
+                0
+            },
+            data: Bytes::from_static(b"456789"),
+        }),
+        Frame::ChunkAbort(ChunkAbort {
+            xid: 1,
+            code: 5,
+            message: "eio".into(),
         }),
     ]
 }

@@ -11,6 +11,7 @@
 //! - **latency** (ping-pong): one message in flight; the receiver echoes it back whole.
 //!   Latency is the round trip.
 
+pub mod hol;
 pub mod latency;
 pub mod msgr;
 pub mod raw;

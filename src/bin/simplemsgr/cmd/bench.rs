@@ -64,6 +64,10 @@ pub struct BenchArgs {
     /// Skip the raw TCP baseline (then no ratio is shown).
     #[arg(long)]
     pub no_raw: bool,
+    /// Head-of-line test instead of the matrix: small-message latency while a 256 MiB
+    /// message is in flight, with and without structured data (see bench/hol.rs).
+    #[arg(long)]
+    pub hol: bool,
 }
 
 /// Frame protection of a messenger run.
@@ -166,6 +170,9 @@ fn plan(args: &BenchArgs) -> Vec<(Mode, Workload)> {
 
 /// Run the command.
 pub fn run(args: BenchArgs, cfg: &Config, quiet: bool) -> Result<(), CliError> {
+    if args.hol {
+        return crate::bench::hol::run(256 << 20, 500).map_err(CliError::failed);
+    }
     let limits = ResourceLimits::read(cfg.thread_stack_bytes);
     let max_conns = args.conns.iter().copied().max().unwrap_or(8) as usize;
     // In-process, both ends live here: 3 fds and 3 threads per raw connection, and 2

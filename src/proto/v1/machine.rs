@@ -1,0 +1,1769 @@
+//! A v1 *session* machine for the messenger runtime: the same call contract, events
+//! and [`State`]s as [`crate::proto::msgr2::Connection`], over the legacy v1 wire
+//! (banner and address exchange, `ceph_msg_connect` / `connect_reply`, SEQ exchange,
+//! MSG/ACK/KEEPALIVE2 frames).
+//!
+//! One [`V1SessionConn`] is one session with a peer; it outlives its TCP links. The
+//! sequence numbers, priority queue and replay queue are the shared
+//! [`crate::proto::session::Session`], so a lossless v1 session has the same
+//! exactly-once, in-order guarantee as an msgr2 one.
+//!
+//! The accept decision is the shell's, through [`crate::proto::accept::decide`]: a
+//! `connect` becomes an [`AcceptRequest`] (after the machine's own checks of rows
+//! 1–4 of v1's table: protocol version, features, authorizer) and the [`Decision`]
+//! becomes the v1 reply tag:
+//!
+//! | Decision | reply |
+//! |---|---|
+//! | `New`, `Adopt { reset: false }` | SEQ + our in_seq (READY if the peer lacks RECONNECT_SEQ) |
+//! | `Adopt { reset: true }` | READY (the peer's in_seq is meaningless after a reset) |
+//! | `RetrySession(n)` | RETRY_SESSION, connect_seq n |
+//! | `RetryGlobal(g)` | RETRY_GLOBAL, global_seq g |
+//! | `Reset` | RESETSESSION |
+//! | `Wait` | WAIT |
+//!
+//! v1 has no session cookies. To let `decide` apply v1's "the peer resumes a session
+//! we no longer have" rows (Ceph's rows 12 and 14), an established v1 session
+//! presents the fixed cookie [`V1_COOKIE`] in its [`ExistingView`] and a session that
+//! never connected presents 0; a resuming `connect` (connect_seq > 0) presents
+//! [`V1_COOKIE`]. A mismatch is decided `Reset` (RESETSESSION), as Ceph does with
+//! `resetcheck`.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BytesMut};
+use log::{debug, info, trace, warn};
+
+use crate::crypto::Random;
+use crate::proto::accept::{Attempt, Decision, ExistingState, ExistingView};
+use crate::proto::event::{AcceptRequest, Error, Event, Initiator, LinkId};
+use crate::proto::msgr2::{Peer, Role, SendError, State};
+use crate::proto::policy::Policy;
+use crate::proto::session::{Incoming, Session};
+use crate::proto::ProtoConfig;
+use crate::wire::message::Message;
+use crate::wire::transmit::Transmit;
+use crate::wire::types::{AddrType, AddrVec, EntityAddr, EntityType, Timespec};
+use crate::wire::v1::banner::{encode_server_hello, read_banner, read_server_hello};
+use crate::wire::v1::frame::{footer_flags, MsgHeader, HEADER_LEN};
+use crate::wire::v1::{
+    features, protocol, ConnectMsg, ConnectReply, Frame, Limits, RawMsg, Tag, CONNECT_FLAG_LOSSY,
+};
+use crate::wire::{Codec, DecodeError, Reader, WriteLe};
+
+/// The cookie an established v1 session presents to [`crate::proto::accept::decide`]
+/// (v1 has none on the wire; see the module documentation).
+pub const V1_COOKIE: u64 = 0x7631;
+
+/// Most non-final connect replies (RETRY_*, RESETSESSION) one link accepts.
+pub const MAX_RETRIES_PER_LINK: u32 = 16;
+
+/// Read-buffer size to ask for when no message is in progress.
+const DEFAULT_READ_HINT: usize = 64 * 1024;
+
+/// What a v1 link waits for next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Client: banner, server address, our address as seen.
+    ExpectServerHello,
+    /// Client: `connect_reply`.
+    ExpectConnectReply,
+    /// Client: the server's le64 in_seq after a SEQ reply.
+    ExpectSeq,
+    /// Server: the client banner.
+    ExpectBanner,
+    /// Server: the client's address.
+    ExpectClientAddr,
+    /// Server: `connect`.
+    ExpectConnect,
+    /// Server: waiting for the shell's decision.
+    AwaitDecision,
+    /// Server: the client's le64 in_seq after our SEQ reply.
+    ExpectPeerSeq,
+    /// Messages flow.
+    Open,
+}
+
+impl Phase {
+    fn name(self) -> &'static str {
+        match self {
+            Phase::ExpectServerHello => "waiting for the server banner and addresses",
+            Phase::ExpectConnectReply => "waiting for connect_reply",
+            Phase::ExpectSeq => "waiting for the server's in_seq after SEQ",
+            Phase::ExpectBanner => "waiting for the client banner",
+            Phase::ExpectClientAddr => "waiting for the client address",
+            Phase::ExpectConnect => "waiting for connect",
+            Phase::AwaitDecision => "deciding",
+            Phase::ExpectPeerSeq => "waiting for the client's in_seq after SEQ",
+            Phase::Open => "open",
+        }
+    }
+}
+
+/// One v1 transport's protocol state.
+struct V1Link {
+    id: LinkId,
+    role: Role,
+    phase: Phase,
+    inbuf: BytesMut,
+    out: Transmit,
+    started: Instant,
+    last_rx: Instant,
+    last_keepalive_tx: Instant,
+    keepalive_ack_due: Option<Timespec>,
+    /// Negotiated features (ours & theirs), once the connect exchange is done.
+    features: u64,
+    /// Server: the socket's peer address (fills a blank client IP).
+    socket_peer: Option<SocketAddr>,
+    /// Server: the client's advertised address.
+    peer_addr: Option<EntityAddr>,
+    /// Server: the connect being decided.
+    connect: Option<ConnectMsg>,
+    pending: Option<AcceptRequest>,
+    /// Client: the reply whose SEQ trailer we wait for.
+    reply: Option<ConnectReply>,
+    retries: u32,
+}
+
+impl V1Link {
+    fn new(id: LinkId, role: Role, now: Instant) -> Self {
+        V1Link {
+            id,
+            role,
+            phase: match role {
+                Role::Client => Phase::ExpectServerHello,
+                Role::Server => Phase::ExpectBanner,
+            },
+            inbuf: BytesMut::new(),
+            out: Transmit::new(),
+            started: now,
+            last_rx: now,
+            last_keepalive_tx: now,
+            keepalive_ack_due: None,
+            features: 0,
+            socket_peer: None,
+            peer_addr: None,
+            connect: None,
+            pending: None,
+            reply: None,
+            retries: 0,
+        }
+    }
+
+    fn is_open(&self) -> bool {
+        self.phase == Phase::Open
+    }
+
+    fn with_sig(&self) -> bool {
+        self.features & features::MSG_AUTH != 0
+    }
+
+    fn push<T: Codec>(&mut self, v: &T) {
+        let mut b = Vec::new();
+        v.encode(&mut b);
+        self.out.push_copy(&b);
+    }
+
+    fn push_frame(&mut self, f: &Frame) {
+        let mut b = Vec::new();
+        f.encode(&mut b);
+        self.out.push_copy(&b);
+    }
+
+    /// A MSG frame without copying the payload sections.
+    fn push_msg(&mut self, raw: &RawMsg) {
+        let mut head = Vec::with_capacity(1 + HEADER_LEN);
+        head.put_u8(Tag::MSG.0);
+        raw.header.encode(&mut head);
+        self.out.push_copy(&head);
+        for section in [&raw.front, &raw.middle, &raw.data] {
+            if !section.is_empty() {
+                self.out.push_shared(section.clone());
+            }
+        }
+        let mut foot = Vec::with_capacity(raw.footer.len());
+        raw.footer.encode(&mut foot);
+        self.out.push_copy(&foot);
+    }
+}
+
+impl std::fmt::Debug for V1Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("V1Link")
+            .field("id", &self.id)
+            .field("role", &self.role)
+            .field("phase", &self.phase)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A v1 link handed from an incoming connection to the existing session that adopts it.
+#[derive(Debug)]
+pub struct V1Handoff {
+    link: V1Link,
+    request: AcceptRequest,
+}
+
+/// The v1 protocol version Ceph uses between two entity types: the intra-cluster
+/// value when both are of one type, else the client protocol of the accepting side's
+/// type (`connecting`: we are the side that connects).
+pub fn protocol_version_for(my_type: EntityType, peer_type: EntityType, connecting: bool) -> u32 {
+    if my_type == peer_type {
+        return match my_type {
+            EntityType::MON => protocol::MON,
+            EntityType::OSD => protocol::OSD,
+            EntityType::MDS => protocol::MDS,
+            _ => 0,
+        };
+    }
+    let server = if connecting { peer_type } else { my_type };
+    match server {
+        EntityType::MON => protocol::MONC,
+        EntityType::OSD => protocol::OSDC,
+        EntityType::MDS => protocol::MDSC,
+        _ => 0,
+    }
+}
+
+/// One v1 session. The call contract is that of [`crate::proto::msgr2::Connection`].
+pub struct V1SessionConn {
+    cfg: Arc<ProtoConfig>,
+    policy: Policy,
+    rng: Box<dyn Random>,
+    epoch: Instant,
+    state: State,
+    session: Session,
+    link: Option<V1Link>,
+    peer: Peer,
+    events: VecDeque<Event>,
+    reconnect_at: Option<Instant>,
+    backoff: Duration,
+    last_keepalive_ack: Option<Instant>,
+    last_keepalive: Option<Instant>,
+    farewell: Vec<(LinkId, Transmit)>,
+}
+
+impl V1SessionConn {
+    /// A session we initiate to `peer` (a `v1:` address). Emits [`Event::ReconnectDue`]
+    /// at once.
+    pub fn outgoing(
+        cfg: Arc<ProtoConfig>,
+        mut rng: Box<dyn Random>,
+        peer: EntityAddr,
+        peer_type: EntityType,
+        now: Instant,
+    ) -> Self {
+        let policy = cfg.policies.get(peer_type);
+        let cookie = random_u64(&mut *rng);
+        let mut c = V1SessionConn {
+            policy,
+            rng,
+            epoch: now,
+            state: State::Connecting,
+            session: Session::new(cookie, policy.lossy),
+            link: None,
+            peer: Peer {
+                addr: peer,
+                ty: peer_type,
+                name: None,
+                addrs: AddrVec(vec![peer]),
+                features: 0,
+            },
+            events: VecDeque::new(),
+            reconnect_at: None,
+            backoff: cfg.backoff_initial,
+            last_keepalive_ack: None,
+            last_keepalive: None,
+            farewell: Vec::new(),
+            cfg,
+        };
+        c.events.push_back(Event::ReconnectDue);
+        c
+    }
+
+    /// A transport a v1 peer connected to us from `socket_peer`. Our banner and the two
+    /// addresses are queued at once.
+    pub fn incoming(
+        cfg: Arc<ProtoConfig>,
+        rng: Box<dyn Random>,
+        link_id: LinkId,
+        socket_peer: SocketAddr,
+        now: Instant,
+    ) -> Self {
+        let mut link = V1Link::new(link_id, Role::Server, now);
+        link.socket_peer = Some(socket_peer);
+        let mut hello = Vec::new();
+        let seen = EntityAddr::new(AddrType::LEGACY, socket_peer, 0);
+        encode_server_hello(&legacy(my_addr(&cfg)), &seen, &mut hello);
+        link.out.push_copy(&hello);
+        V1SessionConn {
+            policy: cfg.policies.default,
+            rng,
+            epoch: now,
+            state: State::Accepting,
+            session: Session::new(0, false),
+            link: Some(link),
+            peer: Peer {
+                addr: EntityAddr::blank(AddrType::NONE, 0),
+                ty: EntityType::ANY,
+                name: None,
+                addrs: AddrVec::default(),
+                features: 0,
+            },
+            events: VecDeque::new(),
+            reconnect_at: None,
+            backoff: cfg.backoff_initial,
+            last_keepalive_ack: None,
+            last_keepalive: None,
+            farewell: Vec::new(),
+            cfg,
+        }
+    }
+
+    // ----- inputs -------------------------------------------------------------
+
+    /// A new transport to the peer is up: send our banner (the client does not wait).
+    pub fn start_link(&mut self, link_id: LinkId, now: Instant) {
+        if !matches!(self.state, State::Connecting | State::Standby | State::Wait) {
+            debug!(
+                "[{}] v1 start_link in state {:?} ignored",
+                self.peer.addr, self.state
+            );
+            return;
+        }
+        if let Some(old) = self.link.take() {
+            self.push_link_closed(
+                old,
+                Error::Transport("superseded by a new connection".into()),
+                Initiator::Local,
+            );
+        }
+        self.state = State::Connecting;
+        self.reconnect_at = None;
+        self.session.global_seq = self.cfg.global_seq.next(0);
+        let mut link = V1Link::new(link_id, Role::Client, now);
+        link.out.push_copy(crate::wire::v1::BANNER);
+        self.link = Some(link);
+        if let Some(e) = v1_unusable(&self.cfg, false) {
+            self.fail_link(now, e, Initiator::Local);
+        }
+    }
+
+    /// Bytes arrived on `link_id`; see [`crate::proto::msgr2::Connection::handle_input`].
+    pub fn handle_input(&mut self, link_id: LinkId, data: &mut BytesMut, now: Instant) -> usize {
+        match &mut self.link {
+            Some(link) if link.id == link_id => {
+                if link.inbuf.is_empty() {
+                    std::mem::swap(&mut link.inbuf, data);
+                } else {
+                    link.inbuf.extend_from_slice(data);
+                    data.clear();
+                }
+                link.last_rx = now;
+            }
+            _ => {
+                data.clear();
+                return DEFAULT_READ_HINT;
+            }
+        }
+        self.process_input(now);
+        match &mut self.link {
+            Some(link) if link.id == link_id => {
+                let hint = read_hint(link);
+                std::mem::swap(&mut link.inbuf, data);
+                hint
+            }
+            _ => DEFAULT_READ_HINT,
+        }
+    }
+
+    /// The transport `link_id` failed.
+    pub fn link_failed(&mut self, link_id: LinkId, error: Error, now: Instant) {
+        if self.link.as_ref().is_some_and(|l| l.id == link_id) {
+            self.fail_link(now, error, Initiator::Peer);
+        }
+    }
+
+    /// A deadline from [`V1SessionConn::poll_timeout`] passed.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.reconnect_at.is_some_and(|t| t <= now) {
+            self.reconnect_at = None;
+            if matches!(self.state, State::Connecting | State::Wait) && self.link.is_none() {
+                self.state = State::Connecting;
+                self.events.push_back(Event::ReconnectDue);
+            }
+        }
+        let Some(link) = &self.link else { return };
+        if !link.is_open() {
+            if now >= link.started + self.cfg.handshake_timeout {
+                self.fail_link(now, Error::HandshakeTimeout, Initiator::Local);
+            }
+        } else if now >= link.last_rx + self.cfg.idle_timeout {
+            self.fail_link(now, Error::IdleTimeout, Initiator::Local);
+        }
+    }
+
+    /// Queue a message; a session in standby starts reconnecting (unless we are a server).
+    pub fn send(&mut self, msg: Message) -> Result<(), SendError> {
+        match self.state {
+            State::Closed => return Err(SendError::Closed),
+            State::Standby if !self.policy.server => {
+                self.state = State::Connecting;
+                self.events.push_back(Event::ReconnectDue);
+            }
+            _ => {}
+        }
+        self.session.queue(msg);
+        Ok(())
+    }
+
+    /// Close the session: send CLOSE on an open link, drop every queued message.
+    pub fn mark_down(&mut self, _now: Instant) {
+        if let Some(link) = self.link.take() {
+            self.push_link_closed(link, Error::MarkedDown, Initiator::User);
+        }
+        self.session.reset(0);
+        self.state = State::Closed;
+        self.reconnect_at = None;
+    }
+
+    /// Make the session lossy from now on.
+    pub fn mark_disposable(&mut self) {
+        self.policy.lossy = true;
+        self.session.lossy = true;
+    }
+
+    /// v1 has no auth-method negotiation: ignored.
+    pub fn set_preferred_method(&mut self, _method: Option<u32>) {}
+
+    // ----- outputs ------------------------------------------------------------
+
+    /// Bytes to write on `link_id`; `out` must be empty.
+    pub fn poll_transmit(&mut self, link_id: LinkId, now: Instant, out: &mut Transmit) -> bool {
+        if !out.is_empty() {
+            return true;
+        }
+        if let Some(pos) = self.farewell.iter().position(|(id, _)| *id == link_id) {
+            let (_, t) = self.farewell.swap_remove(pos);
+            *out = t;
+            return !out.is_empty();
+        }
+        if !self.link.as_ref().is_some_and(|l| l.id == link_id) {
+            return false;
+        }
+        self.fill_transmit(now);
+        if let Some(link) = &mut self.link {
+            std::mem::swap(out, &mut link.out);
+        }
+        !out.is_empty()
+    }
+
+    /// The next event, if any.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// The next deadline.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let mut next = self.reconnect_at;
+        let mut consider = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
+        if let Some(link) = &self.link {
+            if link.is_open() {
+                consider(link.last_rx + self.cfg.idle_timeout);
+                if let Some(iv) = self.cfg.keepalive_interval {
+                    consider(link.last_keepalive_tx + iv);
+                }
+            } else {
+                consider(link.started + self.cfg.handshake_timeout);
+            }
+        }
+        next
+    }
+
+    // ----- queries ------------------------------------------------------------
+
+    /// Where the session stands.
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// True if messages flow now.
+    pub fn is_connected(&self) -> bool {
+        self.state == State::Open
+    }
+
+    /// The current link, if any.
+    pub fn link_id(&self) -> Option<LinkId> {
+        self.link.as_ref().map(|l| l.id)
+    }
+
+    /// True if the link `id` is current and has bytes or messages to send.
+    pub fn wants_transmit(&self, id: LinkId) -> bool {
+        self.farewell.iter().any(|(l, _)| *l == id)
+            || self.link.as_ref().is_some_and(|l| {
+                l.id == id
+                    && (!l.out.is_empty()
+                        || (l.is_open()
+                            && (self.session.has_outgoing()
+                                || (self.session.ack_pending() && !self.session.lossy)
+                                || l.keepalive_ack_due.is_some())))
+            })
+    }
+
+    /// What we know of the peer.
+    pub fn peer(&self) -> &Peer {
+        &self.peer
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> Policy {
+        self.policy
+    }
+
+    /// The session's sequence state.
+    pub fn session(&self) -> &Session {
+        &self.session
+    }
+
+    /// When the last KEEPALIVE2_ACK arrived.
+    pub fn last_keepalive_ack(&self) -> Option<Instant> {
+        self.last_keepalive_ack
+    }
+
+    /// When the last KEEPALIVE2 (or KEEPALIVE) arrived.
+    pub fn last_keepalive(&self) -> Option<Instant> {
+        self.last_keepalive
+    }
+
+    /// v1 sessions authenticate (if at all) inside messages: always auth NONE here.
+    pub fn auth_method(&self) -> u32 {
+        crate::wire::msgr2::AUTH_NONE
+    }
+
+    /// The view [`crate::proto::accept::decide`] needs of this session.
+    pub fn existing_view(&self) -> Option<ExistingView> {
+        let state = match self.state {
+            State::Connecting => ExistingState::Connecting,
+            State::Open | State::Standby => ExistingState::Established,
+            State::Wait => ExistingState::Waiting,
+            State::Accepting | State::Closed => return None,
+        };
+        Some(ExistingView {
+            state,
+            lossy: self.session.lossy,
+            connect_seq: self.session.connect_seq,
+            peer_global_seq: self.session.peer_global_seq,
+            cookie: if self.session.connect_seq > 0 {
+                V1_COOKIE
+            } else {
+                0
+            },
+        })
+    }
+
+    // ----- the shell's accept decision ----------------------------------------
+
+    /// Apply the session table's decision to this incoming connection.
+    pub fn decide_accept(&mut self, decision: Decision, now: Instant) {
+        let r = match decision {
+            Decision::New => self.server_accept_new(now),
+            Decision::Adopt { .. } => Err(Error::PeerMisbehaved(
+                "internal: adopt on the incoming connection",
+            )),
+            other => {
+                self.server_refuse(other);
+                Ok(())
+            }
+        };
+        if let Err(e) = r {
+            self.fail_link(now, e, Initiator::Local);
+        }
+        self.process_input(now);
+    }
+
+    /// Take this incoming connection's link for adoption by an existing session.
+    pub fn take_handoff(&mut self) -> Option<V1Handoff> {
+        let mut link = self.link.take()?;
+        let request = link.pending.take()?;
+        self.state = State::Closed;
+        Some(V1Handoff { link, request })
+    }
+
+    /// Adopt an incoming link into this existing session, resetting it first if `reset`.
+    pub fn adopt(&mut self, handoff: V1Handoff, reset: bool, now: Instant) {
+        let V1Handoff { link, request } = handoff;
+        if let Some(old) = self.link.take() {
+            self.push_link_closed(
+                old,
+                Error::Transport("replaced by the peer's new connection".into()),
+                Initiator::Peer,
+            );
+        }
+        if reset {
+            let was_established = self.session.connect_seq > 0;
+            let cookie = random_u64(&mut *self.rng);
+            self.session.reset_keep_queue(cookie);
+            if was_established {
+                if self.session.lossy {
+                    self.events.push_back(Event::Reset);
+                } else if self.policy.resetcheck {
+                    self.events.push_back(Event::RemoteReset);
+                }
+            }
+        } else {
+            self.session.requeue_sent();
+        }
+        self.peer.ty = request.peer_type;
+        self.peer.addrs = request.peer_addrs.clone();
+        self.link = Some(link);
+        self.server_open_session(&request, reset, now);
+        self.process_input(now);
+    }
+
+    // ----- internals: input ---------------------------------------------------
+
+    fn process_input(&mut self, now: Instant) {
+        loop {
+            let Some(link) = &mut self.link else { return };
+            if link.phase == Phase::AwaitDecision || link.inbuf.is_empty() {
+                return;
+            }
+            let phase = link.phase;
+            match self.step(now) {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(e) => {
+                    debug!("[{}] v1 error while {}: {e}", self.peer.addr, phase.name());
+                    let initiator = if matches!(&e, Error::Closed { .. })
+                        || matches!(&e, Error::Transport(_))
+                    {
+                        Initiator::Peer
+                    } else {
+                        Initiator::Local
+                    };
+                    self.fail_link(now, e, initiator);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Consume one unit of input. Ok(false): need more bytes.
+    fn step(&mut self, now: Instant) -> Result<bool, Error> {
+        let Some(link) = &mut self.link else {
+            return Ok(false);
+        };
+        let phase = link.phase;
+        if phase == Phase::Open {
+            return self.open_step(now);
+        }
+        let buf = std::mem::take(&mut link.inbuf);
+        let mut r = Reader::new(&buf);
+        let res = match phase {
+            Phase::ExpectServerHello => read_server_hello(&mut r).map(Unit::Hello),
+            Phase::ExpectConnectReply => ConnectReply::read(&mut r).map(Unit::Reply),
+            Phase::ExpectSeq | Phase::ExpectPeerSeq => r.le64("SEQ in_seq").map(Unit::Seq),
+            Phase::ExpectBanner => read_banner(&mut r).map(|()| Unit::Banner),
+            Phase::ExpectClientAddr => EntityAddr::read_legacy(&mut r).map(Unit::ClientAddr),
+            Phase::ExpectConnect => ConnectMsg::read(&mut r).map(Unit::Connect),
+            Phase::AwaitDecision | Phase::Open => Ok(Unit::Nothing),
+        };
+        let used = r.position();
+        let mut buf = buf;
+        let unit = match res {
+            Ok(u) => {
+                buf.advance(used);
+                u
+            }
+            Err(e) if e.is_truncated() => Unit::Nothing,
+            Err(e) => {
+                if let Some(link) = &mut self.link {
+                    link.inbuf = buf;
+                }
+                return Err(decode_error(phase, &e));
+            }
+        };
+        if let Some(link) = &mut self.link {
+            link.inbuf = buf;
+        }
+        match unit {
+            Unit::Nothing => Ok(false),
+            Unit::Hello((server, seen)) => self.client_on_hello(server, seen).map(|()| true),
+            Unit::Reply(reply) => self.client_on_reply(reply, now).map(|()| true),
+            Unit::Seq(seq) if phase == Phase::ExpectSeq => {
+                self.client_on_seq(seq, now);
+                Ok(true)
+            }
+            Unit::Seq(seq) => {
+                self.session.discard_acked_replays(seq);
+                self.server_open(now);
+                Ok(true)
+            }
+            Unit::Banner => {
+                if let Some(link) = &mut self.link {
+                    link.phase = Phase::ExpectClientAddr;
+                }
+                Ok(true)
+            }
+            Unit::ClientAddr(a) => {
+                if let Some(link) = &mut self.link {
+                    link.peer_addr = Some(a);
+                    link.phase = Phase::ExpectConnect;
+                }
+                Ok(true)
+            }
+            Unit::Connect(c) => self.server_on_connect(c).map(|()| true),
+        }
+    }
+
+    fn open_step(&mut self, now: Instant) -> Result<bool, Error> {
+        let limits = self.v1_limits();
+        let Some(link) = &mut self.link else {
+            return Ok(false);
+        };
+        let parsed = Frame::parse(&link.inbuf, link.with_sig(), &limits)
+            .map_err(|e| decode_error(Phase::Open, &e))?;
+        let Some((frame, used)) = parsed else {
+            return Ok(false);
+        };
+        link.inbuf.advance(used);
+        match frame {
+            Frame::Msg(raw) => self.on_msg(raw)?,
+            Frame::Ack(seq) => self.session.handle_ack(seq),
+            Frame::Keepalive => self.last_keepalive = Some(now),
+            Frame::Keepalive2(stamp) => {
+                self.last_keepalive = Some(now);
+                link.keepalive_ack_due = Some(stamp);
+            }
+            Frame::Keepalive2Ack(_) => self.last_keepalive_ack = Some(now),
+            Frame::Close => return Err(Error::Transport("the v1 peer sent CLOSE".into())),
+        }
+        Ok(true)
+    }
+
+    fn on_msg(&mut self, raw: RawMsg) -> Result<(), Error> {
+        raw.verify()
+            .map_err(|e| Error::Legacy(format!("message crc: {e}")))?;
+        if raw.footer.flags & footer_flags::COMPLETE == 0 {
+            debug!(
+                "[{}] v1: dropping aborted message seq {}",
+                self.peer.addr, raw.header.seq
+            );
+            return Ok(());
+        }
+        let seq = raw.header.seq;
+        match self.session.receive(seq) {
+            Incoming::Deliver => {}
+            Incoming::Duplicate => {
+                debug!("[{}] v1: dropping duplicate seq {seq}", self.peer.addr);
+                return Ok(());
+            }
+            Incoming::Gap { missing_from } => {
+                if !self.session.lossy {
+                    return Err(Error::PeerMisbehaved(
+                        "message sequence gap on a lossless session",
+                    ));
+                }
+                debug!(
+                    "[{}] v1: messages {missing_from}..{seq} skipped by a lossy peer",
+                    self.peer.addr
+                );
+            }
+        }
+        let message = raw.to_message();
+        self.peer.name = Some(message.src);
+        self.events.push_back(Event::Message(message));
+        Ok(())
+    }
+
+    // ----- internals: client handshake ---------------------------------------
+
+    fn client_on_hello(&mut self, server: EntityAddr, seen: EntityAddr) -> Result<(), Error> {
+        trace!(
+            "[{}] v1 hello: server {server}, we are {seen}",
+            self.peer.addr
+        );
+        // Our own address: the one we listen on, or (unbound) blank with our nonce, so
+        // the server keys our session by nonce.
+        let mine = legacy(my_addr(&self.cfg));
+        let mut b = Vec::with_capacity(136);
+        mine.encode_legacy(&mut b);
+        if let Some(link) = &mut self.link {
+            link.out.push_copy(&b);
+        }
+        self.client_send_connect();
+        Ok(())
+    }
+
+    fn our_features(&self) -> u64 {
+        self.cfg.features_supported
+    }
+
+    fn client_send_connect(&mut self) {
+        let c = ConnectMsg {
+            features: self.our_features(),
+            host_type: u32::from(self.cfg.name.ty.0),
+            global_seq: self.session.global_seq as u32,
+            connect_seq: self.session.connect_seq as u32,
+            protocol_version: protocol_version_for(self.cfg.name.ty, self.peer.ty, true),
+            authorizer_protocol: 0,
+            flags: if self.policy.lossy {
+                CONNECT_FLAG_LOSSY
+            } else {
+                0
+            },
+            authorizer: Vec::new(),
+        };
+        trace!(
+            "[{}] v1 connect gseq {} cseq {}",
+            self.peer.addr,
+            c.global_seq,
+            c.connect_seq
+        );
+        if let Some(link) = &mut self.link {
+            link.push(&c);
+            link.phase = Phase::ExpectConnectReply;
+        }
+    }
+
+    fn client_retry(&mut self) -> Result<(), Error> {
+        if let Some(link) = &mut self.link {
+            link.retries += 1;
+            if link.retries > MAX_RETRIES_PER_LINK {
+                return Err(Error::PeerMisbehaved("too many v1 connect retries"));
+            }
+        }
+        self.client_send_connect();
+        Ok(())
+    }
+
+    fn client_on_reply(&mut self, reply: ConnectReply, now: Instant) -> Result<(), Error> {
+        trace!(
+            "[{}] v1 connect_reply {} gseq {} cseq {}",
+            self.peer.addr,
+            reply.tag,
+            reply.global_seq,
+            reply.connect_seq
+        );
+        match reply.tag {
+            Tag::READY => {
+                self.client_open(&reply, now);
+                Ok(())
+            }
+            Tag::SEQ => {
+                if let Some(link) = &mut self.link {
+                    link.reply = Some(reply);
+                    link.phase = Phase::ExpectSeq;
+                }
+                Ok(())
+            }
+            Tag::FEATURES => Err(Error::MissingFeatures {
+                missing: reply.features & !self.our_features(),
+            }),
+            Tag::BADPROTOVER => Err(Error::BadProtocolVersion {
+                ours: protocol_version_for(self.cfg.name.ty, self.peer.ty, true),
+                theirs: reply.protocol_version,
+            }),
+            Tag::BADAUTHORIZER => Err(Error::Auth(crate::auth::AuthError::Malformed(
+                "the v1 peer refused our (empty) authorizer (BADAUTHORIZER)",
+            ))),
+            Tag::RESETSESSION => {
+                info!("[{}] v1: the peer reset our session", self.peer.addr);
+                let cookie = random_u64(&mut *self.rng);
+                let dropped = self.session.reset_keep_queue(cookie);
+                if dropped > 0 {
+                    info!(
+                        "[{}] {dropped} unacknowledged messages dropped by the reset",
+                        self.peer.addr
+                    );
+                }
+                self.events.push_back(Event::RemoteReset);
+                self.client_retry()
+            }
+            Tag::RETRY_SESSION => {
+                self.session.connect_seq =
+                    u64::from(reply.connect_seq).max(self.session.connect_seq);
+                self.client_retry()
+            }
+            Tag::RETRY_GLOBAL => {
+                self.session.global_seq = self.cfg.global_seq.next(u64::from(reply.global_seq));
+                self.client_retry()
+            }
+            Tag::WAIT => {
+                info!(
+                    "[{}] v1: lost the connection race; waiting for the peer's connection",
+                    self.peer.addr
+                );
+                self.state = State::Wait;
+                Err(Error::Transport("connection race lost (WAIT)".into()))
+            }
+            tag => Err(Error::Legacy(format!("unexpected connect_reply tag {tag}"))),
+        }
+    }
+
+    fn client_on_seq(&mut self, peer_in_seq: u64, now: Instant) {
+        self.session.requeue_sent();
+        self.session.discard_acked_replays(peer_in_seq);
+        let in_seq = self.session.in_seq();
+        let reply = self.link.as_mut().and_then(|l| {
+            let mut b = Vec::with_capacity(8);
+            b.put_le64(in_seq);
+            l.out.push_copy(&b);
+            l.reply.take()
+        });
+        if let Some(reply) = reply {
+            self.client_open(&reply, now);
+        }
+    }
+
+    fn client_open(&mut self, reply: &ConnectReply, now: Instant) {
+        let required = self.cfg.features_required | self.policy.features_required;
+        let missing = required & !reply.features;
+        if missing != 0 {
+            self.fail_link(now, Error::MissingFeatures { missing }, Initiator::Local);
+            return;
+        }
+        let lossy = reply.flags & CONNECT_FLAG_LOSSY != 0;
+        if lossy != self.session.lossy {
+            warn!(
+                "[{}] v1 server decides the session is {}",
+                self.peer.addr,
+                if lossy { "lossy" } else { "lossless" }
+            );
+            self.session.lossy = lossy;
+            self.policy.lossy = lossy;
+        }
+        let resumed = self.session.connect_seq > 0;
+        self.session.connect_seq = u64::from(reply.connect_seq).max(1);
+        self.session.peer_global_seq = u64::from(reply.global_seq);
+        self.peer.features = reply.features & self.our_features();
+        if let Some(link) = &mut self.link {
+            link.features = self.peer.features;
+            link.phase = Phase::Open;
+            link.last_keepalive_tx = now;
+        }
+        self.state = State::Open;
+        self.backoff = self.cfg.backoff_initial;
+        self.reconnect_at = None;
+        self.events.push_back(Event::Connected { resumed });
+    }
+
+    // ----- internals: server handshake ---------------------------------------
+
+    fn server_on_connect(&mut self, c: ConnectMsg) -> Result<(), Error> {
+        let peer_type = EntityType(c.host_type.min(255) as u8);
+        let policy = self.cfg.policies.get(peer_type);
+        let ours = protocol_version_for(self.cfg.name.ty, peer_type, false);
+        let mut reply = ConnectReply {
+            tag: Tag::READY,
+            features: self.our_features(),
+            global_seq: 0,
+            connect_seq: 0,
+            protocol_version: ours,
+            flags: 0,
+            authorizer: Vec::new(),
+        };
+        if let Some(e) = v1_unusable(&self.cfg, true) {
+            return Err(e);
+        }
+        // Rows 1–4 of v1's table are about this link alone.
+        let required = self.cfg.features_required | policy.features_required;
+        let refusal = if c.protocol_version != ours {
+            Some(Tag::BADPROTOVER)
+        } else if required & !c.features != 0 {
+            reply.features = (c.features & self.our_features()) | required;
+            Some(Tag::FEATURES)
+        } else if c.authorizer_protocol != 0 && !c.authorizer.is_empty() {
+            Some(Tag::BADAUTHORIZER)
+        } else {
+            None
+        };
+        let Some(link) = &mut self.link else {
+            return Ok(());
+        };
+        if let Some(tag) = refusal {
+            debug!("v1 connect refused with {tag}");
+            reply.tag = tag;
+            link.push(&reply);
+            return Ok(());
+        }
+        let mut peer_addr = link
+            .peer_addr
+            .unwrap_or(EntityAddr::blank(AddrType::LEGACY, 0));
+        // `decide` orders addresses (kind first) against the shell's own address, which
+        // is written as msgr2: give the peer's the same kind, so both sides of a race
+        // compare nonce and IP:port alone and reach mirror-image decisions.
+        peer_addr.kind = my_addr(&self.cfg).kind;
+        let attempt = Attempt {
+            global_seq: u64::from(c.global_seq),
+            resume: (c.connect_seq > 0).then_some((V1_COOKIE, u64::from(c.connect_seq))),
+        };
+        let request = AcceptRequest {
+            peer_type,
+            // As advertised (a `v1:` address); `peer_addr` is the normalized key.
+            peer_addrs: AddrVec(vec![legacy(peer_addr)]),
+            peer_addr,
+            peer_cookie: 0,
+            attempt,
+        };
+        link.connect = Some(c);
+        link.pending = Some(request.clone());
+        link.phase = Phase::AwaitDecision;
+        self.policy = policy;
+        self.peer.ty = peer_type;
+        self.peer.addr = peer_addr;
+        self.peer.addrs = request.peer_addrs.clone();
+        self.events.push_back(Event::AcceptRequest(request));
+        Ok(())
+    }
+
+    fn server_refuse(&mut self, decision: Decision) {
+        let features = self.our_features();
+        let Some(link) = &mut self.link else { return };
+        link.pending = None;
+        link.phase = Phase::ExpectConnect;
+        let mut reply = ConnectReply {
+            tag: Tag::READY,
+            features,
+            global_seq: 0,
+            connect_seq: 0,
+            protocol_version: link.connect.as_ref().map_or(0, |c| c.protocol_version),
+            flags: 0,
+            authorizer: Vec::new(),
+        };
+        reply.tag = match decision {
+            Decision::RetrySession(n) => {
+                reply.connect_seq = n as u32;
+                Tag::RETRY_SESSION
+            }
+            Decision::RetryGlobal(g) => {
+                reply.global_seq = g as u32;
+                Tag::RETRY_GLOBAL
+            }
+            Decision::Reset => Tag::RESETSESSION,
+            Decision::Wait => Tag::WAIT,
+            Decision::New | Decision::Adopt { .. } => return,
+        };
+        debug!("[{}] v1 connect answered {}", self.peer.addr, reply.tag);
+        link.push(&reply);
+    }
+
+    fn server_accept_new(&mut self, now: Instant) -> Result<(), Error> {
+        let Some(request) = self.link.as_mut().and_then(|l| l.pending.take()) else {
+            return Err(Error::PeerMisbehaved("internal: no pending accept request"));
+        };
+        let cookie = random_u64(&mut *self.rng);
+        self.session = Session::new(cookie, self.policy.lossy);
+        self.server_open_session(&request, false, now);
+        Ok(())
+    }
+
+    /// Answer the pending connect: READY, or SEQ with our in_seq and wait for the peer's.
+    fn server_open_session(&mut self, request: &AcceptRequest, reset: bool, now: Instant) {
+        let our_features = self.our_features();
+        let lossy = self.session.lossy;
+        let gseq = self.cfg.global_seq.next(0);
+        let in_seq = self.session.in_seq();
+        let Some(link) = &mut self.link else { return };
+        link.pending = None;
+        let Some(c) = link.connect.take() else {
+            return;
+        };
+        self.session.connect_seq = request.attempt.resume.map_or(0, |(_, n)| n) + 1;
+        self.session.peer_global_seq = request.attempt.global_seq;
+        self.session.global_seq = gseq;
+        link.features = c.features & our_features;
+        self.peer.features = link.features;
+        let seq = link.features & features::RECONNECT_SEQ != 0 && !reset;
+        let reply = ConnectReply {
+            tag: if seq { Tag::SEQ } else { Tag::READY },
+            features: our_features,
+            global_seq: gseq as u32,
+            connect_seq: self.session.connect_seq as u32,
+            protocol_version: c.protocol_version,
+            flags: if lossy { CONNECT_FLAG_LOSSY } else { 0 },
+            authorizer: Vec::new(),
+        };
+        link.push(&reply);
+        link.connect = Some(c);
+        if seq {
+            let mut b = Vec::with_capacity(8);
+            b.put_le64(in_seq);
+            link.out.push_copy(&b);
+            link.phase = Phase::ExpectPeerSeq;
+        } else {
+            self.server_open(now);
+        }
+    }
+
+    fn server_open(&mut self, now: Instant) {
+        let resumed = self
+            .link
+            .as_ref()
+            .and_then(|l| l.connect.as_ref())
+            .is_some_and(|c| c.connect_seq > 0);
+        if let Some(link) = &mut self.link {
+            link.phase = Phase::Open;
+            link.last_keepalive_tx = now;
+        }
+        self.state = State::Open;
+        self.reconnect_at = None;
+        self.backoff = self.cfg.backoff_initial;
+        self.events.push_back(Event::Accepted { resumed });
+    }
+
+    // ----- internals: output and faults --------------------------------------
+
+    fn v1_limits(&self) -> Limits {
+        Limits {
+            max_front_len: self.cfg.limits.max_front,
+            max_middle_len: self.cfg.limits.max_middle,
+            max_data_len: self.cfg.limits.max_data,
+        }
+    }
+
+    fn fill_transmit(&mut self, now: Instant) {
+        let Some(link) = &mut self.link else { return };
+        if !link.is_open() {
+            return;
+        }
+        if let Some(stamp) = link.keepalive_ack_due.take() {
+            link.push_frame(&Frame::Keepalive2Ack(stamp));
+        }
+        if let Some(iv) = self.cfg.keepalive_interval {
+            if now >= link.last_keepalive_tx + iv {
+                link.last_keepalive_tx = now;
+                let f = if link.features & features::MSGR_KEEPALIVE2 != 0 {
+                    Frame::Keepalive2(Timespec::from_duration(
+                        now.saturating_duration_since(self.epoch),
+                    ))
+                } else {
+                    Frame::Keepalive
+                };
+                link.push_frame(&f);
+            }
+        }
+        let budget = self.cfg.max_batch_bytes;
+        let with_sig = link.with_sig();
+        while link.out.len() < budget {
+            let Some(msg) = self.session.next_outgoing() else {
+                break;
+            };
+            let raw = RawMsg::from_message(&msg, msg.seq, self.cfg.name, with_sig);
+            link.push_msg(&raw);
+        }
+        if self.session.ack_pending() && !self.session.lossy {
+            let seq = self.session.take_ack();
+            link.push_frame(&Frame::Ack(seq));
+        }
+    }
+
+    fn push_link_closed(&mut self, mut link: V1Link, error: Error, initiator: Initiator) {
+        if initiator == Initiator::User && link.is_open() {
+            link.push_frame(&Frame::Close);
+        }
+        if !link.out.is_empty() {
+            let out = std::mem::take(&mut link.out);
+            self.farewell.push((link.id, out));
+        }
+        self.events.push_back(Event::LinkClosed {
+            link: link.id,
+            error,
+            initiator,
+        });
+    }
+
+    /// The link failed: close it and apply the session policy (as msgr2 does).
+    fn fail_link(&mut self, now: Instant, error: Error, initiator: Initiator) {
+        let Some(link) = self.link.take() else { return };
+        let was_open = link.is_open();
+        info!(
+            "[{}] v1 link {} closed ({:?}): {}",
+            self.peer.addr, link.id, initiator, error
+        );
+        let permanent = error.is_permanent() && !was_open;
+        self.push_link_closed(link, error.clone(), initiator);
+        if matches!(self.state, State::Accepting | State::Closed) {
+            self.state = State::Closed;
+            return;
+        }
+        if permanent {
+            self.session.reset(0);
+            self.state = State::Closed;
+            self.events.push_back(Event::Refused(error));
+            return;
+        }
+        if self.session.lossy {
+            self.session.reset(0);
+            self.state = State::Closed;
+            self.events.push_back(Event::Reset);
+            return;
+        }
+        self.session.requeue_sent();
+        if was_open && self.session.connect_seq > 0 && !self.policy.server {
+            self.session.connect_seq += 1;
+        }
+        if self.policy.server
+            || (self.policy.standby && !self.session.has_outgoing() && self.state != State::Wait)
+        {
+            self.state = State::Standby;
+            return;
+        }
+        if self.state == State::Wait {
+            self.reconnect_at = Some(now + self.cfg.backoff_max.min(self.backoff * 4));
+            return;
+        }
+        self.state = State::Connecting;
+        if was_open {
+            self.backoff = self.cfg.backoff_initial;
+            self.reconnect_at = Some(now);
+        } else {
+            let jitter = {
+                let mut b = [0u8; 2];
+                self.rng.fill(&mut b);
+                self.backoff
+                    .mul_f64(f64::from(u16::from_le_bytes(b)) / f64::from(u16::MAX) * 0.2)
+            };
+            self.reconnect_at = Some(now + self.backoff + jitter);
+            self.backoff = (self.backoff * 2).min(self.cfg.backoff_max);
+        }
+    }
+}
+
+impl std::fmt::Debug for V1SessionConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("V1SessionConn")
+            .field("state", &self.state)
+            .field("peer", &self.peer.addr)
+            .field("link", &self.link)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One decoded handshake unit.
+enum Unit {
+    Nothing,
+    Hello((EntityAddr, EntityAddr)),
+    Reply(ConnectReply),
+    Seq(u64),
+    Banner,
+    ClientAddr(EntityAddr),
+    Connect(ConnectMsg),
+}
+
+fn decode_error(phase: Phase, e: &DecodeError) -> Error {
+    Error::Legacy(format!("malformed data while {}: {e}", phase.name()))
+}
+
+/// How many bytes the shell should make room for: the rest of a message in progress.
+fn read_hint(link: &V1Link) -> usize {
+    if link.phase != Phase::Open || link.inbuf.len() < 1 + HEADER_LEN || link.inbuf[0] != Tag::MSG.0
+    {
+        return DEFAULT_READ_HINT;
+    }
+    let mut r = Reader::new(&link.inbuf[1..]);
+    match MsgHeader::read(&mut r) {
+        Ok(h) => {
+            let total = 1
+                + HEADER_LEN
+                + h.front_len as usize
+                + h.middle_len as usize
+                + h.data_len as usize
+                + 21;
+            total
+                .saturating_sub(link.inbuf.len())
+                .max(DEFAULT_READ_HINT)
+        }
+        Err(_) => DEFAULT_READ_HINT,
+    }
+}
+
+/// Why this side cannot use v1 at all: v1 here has no authentication (auth none,
+/// an empty authorizer) and no signing or encryption, so a messenger that requires
+/// either must not fall back to it.
+fn v1_unusable(cfg: &ProtoConfig, server: bool) -> Option<Error> {
+    let none = crate::auth::Method(crate::wire::msgr2::AUTH_NONE);
+    let methods = if server {
+        &cfg.auth.server_methods
+    } else {
+        &cfg.auth.client_methods
+    };
+    if cfg.min_mode > crate::proto::Mode::Plain {
+        return Some(Error::ModeRefused(format!(
+            "v1 sessions are plain, and this side requires {:?} mode",
+            cfg.min_mode
+        )));
+    }
+    if !methods.contains(&none) {
+        return Some(Error::NoCommonAuthMethod {
+            offered: methods.iter().map(|m| m.0).collect(),
+        });
+    }
+    None
+}
+
+fn my_addr(cfg: &ProtoConfig) -> EntityAddr {
+    cfg.addrs
+        .0
+        .first()
+        .copied()
+        .unwrap_or(EntityAddr::blank(AddrType::MSGR2, 0))
+}
+
+fn legacy(mut a: EntityAddr) -> EntityAddr {
+    a.kind = AddrType::LEGACY;
+    a
+}
+
+fn random_u64(rng: &mut dyn Random) -> u64 {
+    let mut b = [0u8; 8];
+    rng.fill(&mut b);
+    u64::from_le_bytes(b).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    //! Two v1 session machines over in-memory links, with the shell's session table
+    //! played by hand (`decide` + `take_handoff`/`adopt`).
+    #![allow(clippy::disallowed_methods)]
+
+    use super::*;
+    use crate::crypto::SeededRng;
+    use crate::proto::accept::decide;
+    use crate::wire::types::EntityName;
+
+    fn cfg(name: &str, port: u16, nonce: u32, policy: Policy) -> Arc<ProtoConfig> {
+        let addr = EntityAddr::new(AddrType::MSGR2, ([127, 0, 0, 1], port).into(), nonce);
+        let mut c = ProtoConfig::new(name.parse::<EntityName>().unwrap(), AddrVec(vec![addr]));
+        c.policies.default = policy;
+        c.keepalive_interval = None;
+        Arc::new(c)
+    }
+
+    /// Move every byte `from` has for `link` into `to`.
+    fn pump(from: &mut V1SessionConn, to: &mut V1SessionConn, link: LinkId, now: Instant) -> usize {
+        let mut t = Transmit::new();
+        let mut moved = 0;
+        while from.poll_transmit(link, now, &mut t) {
+            let bytes = t.to_vec();
+            t.clear();
+            moved += bytes.len();
+            let mut b = BytesMut::from(&bytes[..]);
+            to.handle_input(link, &mut b, now);
+        }
+        moved
+    }
+
+    fn events(c: &mut V1SessionConn) -> Vec<Event> {
+        std::iter::from_fn(|| c.poll_event()).collect()
+    }
+
+    fn request(evs: &[Event]) -> Option<AcceptRequest> {
+        evs.iter().find_map(|e| match e {
+            Event::AcceptRequest(r) => Some(r.clone()),
+            _ => None,
+        })
+    }
+
+    fn delivered(evs: &[Event]) -> Vec<u8> {
+        evs.iter()
+            .filter_map(|e| match e {
+                Event::Message(m) => Some(m.front[0]),
+                _ => None,
+            })
+            .collect()
+    }
+
+    const CLIENT_ADDR: SocketAddr = SocketAddr::new(
+        std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 1)),
+        40000,
+    );
+
+    struct World {
+        now: Instant,
+        client: V1SessionConn,
+        server: Option<V1SessionConn>,
+        next_link: LinkId,
+    }
+
+    impl World {
+        fn new() -> World {
+            let now = Instant::now();
+            let ccfg = cfg("client.1", 0, 5, Policy::lossless_client());
+            let peer = EntityAddr::new(AddrType::LEGACY, ([127, 0, 0, 1], 6800).into(), 0);
+            let client = V1SessionConn::outgoing(
+                ccfg,
+                Box::new(SeededRng::new(1)),
+                peer,
+                EntityType::OSD,
+                now,
+            );
+            World {
+                now,
+                client,
+                server: None,
+                next_link: 1,
+            }
+        }
+
+        /// Open a link from the client and run the handshake, deciding at the server
+        /// as the shell does. Returns the events of the client and the server session.
+        fn connect(&mut self) -> (Vec<Event>, Vec<Event>) {
+            let now = self.now;
+            let link = self.next_link;
+            self.next_link += 1;
+            self.client.start_link(link, now);
+            let scfg = cfg("osd.0", 6800, 9, Policy::stateful_server());
+            let mut inc = V1SessionConn::incoming(
+                scfg.clone(),
+                Box::new(SeededRng::new(link)),
+                link,
+                CLIENT_ADDR,
+                now,
+            );
+            let (mut cev, mut sev) = (Vec::new(), Vec::new());
+            for _ in 0..20 {
+                let moved = pump(&mut self.client, &mut inc, link, now)
+                    + pump(&mut inc, &mut self.client, link, now);
+                cev.extend(events(&mut self.client));
+                let iev = events(&mut inc);
+                let req = request(&iev);
+                sev.extend(
+                    iev.into_iter()
+                        .filter(|e| !matches!(e, Event::AcceptRequest(_))),
+                );
+                if let Some(req) = req {
+                    let view = self.server.as_ref().and_then(|s| s.existing_view());
+                    let my = scfg.addrs.0[0];
+                    match decide(view.as_ref(), &req.attempt, &req.peer_addr, &my, true) {
+                        Decision::Adopt { reset } => {
+                            let h = inc.take_handoff().unwrap();
+                            let s = self.server.as_mut().unwrap();
+                            s.adopt(h, reset, now);
+                            inc = std::mem::replace(s, inc);
+                        }
+                        other => inc.decide_accept(other, now),
+                    }
+                    sev.extend(events(&mut inc));
+                }
+                if moved == 0 {
+                    break;
+                }
+            }
+            if inc.state() != State::Accepting && inc.state() != State::Closed {
+                self.server = Some(inc);
+            }
+            (cev, sev)
+        }
+
+        fn exchange(&mut self) -> (Vec<Event>, Vec<Event>) {
+            let now = self.now;
+            let link = self.client.link_id().unwrap();
+            let s = self.server.as_mut().unwrap();
+            let (mut cev, mut sev) = (Vec::new(), Vec::new());
+            for _ in 0..20 {
+                let moved =
+                    pump(&mut self.client, s, link, now) + pump(s, &mut self.client, link, now);
+                cev.extend(events(&mut self.client));
+                sev.extend(events(s));
+                if moved == 0 {
+                    break;
+                }
+            }
+            (cev, sev)
+        }
+
+        fn break_link(&mut self) {
+            let now = self.now;
+            let link = self.client.link_id().unwrap();
+            self.client
+                .link_failed(link, Error::Transport("cut".into()), now);
+            if let Some(s) = &mut self.server {
+                s.link_failed(link, Error::Transport("cut".into()), now);
+            }
+        }
+    }
+
+    fn m(tag: u8) -> Message {
+        Message::new(0x40, vec![tag; 40])
+    }
+
+    #[test]
+    fn handshake_messages_and_acks() {
+        let mut w = World::new();
+        for i in 0..5 {
+            w.client.send(m(i)).unwrap();
+        }
+        let (cev, sev) = w.connect();
+        assert!(cev
+            .iter()
+            .any(|e| matches!(e, Event::Connected { resumed: false })));
+        assert!(sev
+            .iter()
+            .any(|e| matches!(e, Event::Accepted { resumed: false })));
+        let (_, sev2) = w.exchange();
+        let mut got = delivered(&sev);
+        got.extend(delivered(&sev2));
+        assert_eq!(got, vec![0, 1, 2, 3, 4]);
+        assert_eq!(
+            w.client.session().unacked(),
+            0,
+            "acknowledged by ACK frames"
+        );
+        assert_eq!(w.client.state(), State::Open);
+        assert_eq!(w.client.peer().ty, EntityType::OSD);
+    }
+
+    #[test]
+    fn a_broken_link_is_resumed_and_replays_exactly_once() {
+        let mut w = World::new();
+        w.client.send(m(0)).unwrap();
+        w.connect();
+        w.exchange();
+        // Sent but the link dies before the server reads them.
+        w.client.send(m(1)).unwrap();
+        w.client.send(m(2)).unwrap();
+        let link = w.client.link_id().unwrap();
+        let mut t = Transmit::new();
+        assert!(w.client.poll_transmit(link, w.now, &mut t));
+        assert_eq!(w.client.session().unacked(), 2);
+        w.break_link();
+        assert_eq!(w.client.state(), State::Connecting);
+        assert_eq!(w.server.as_ref().unwrap().state(), State::Standby);
+        assert!(events(&mut w.client)
+            .iter()
+            .any(|e| matches!(e, Event::LinkClosed { .. })));
+        w.client.handle_timeout(w.now);
+        assert!(events(&mut w.client)
+            .iter()
+            .any(|e| matches!(e, Event::ReconnectDue)));
+        w.client.send(m(3)).unwrap();
+        let (cev, sev) = w.connect();
+        assert!(
+            cev.iter()
+                .any(|e| matches!(e, Event::Connected { resumed: true })),
+            "{cev:?}"
+        );
+        assert!(
+            sev.iter()
+                .any(|e| matches!(e, Event::Accepted { resumed: true })),
+            "{sev:?}"
+        );
+        let (_, sev2) = w.exchange();
+        let mut got = delivered(&sev);
+        got.extend(delivered(&sev2));
+        assert_eq!(got, vec![1, 2, 3]);
+        // The server's session survived: one session, sequence continues.
+        assert_eq!(w.server.as_ref().unwrap().session().in_seq(), 4);
+    }
+
+    #[test]
+    fn refusals_map_to_v1_reply_tags() {
+        let now = Instant::now();
+        let scfg = cfg("osd.0", 6800, 9, Policy::stateful_server());
+        for (decision, tag) in [
+            (Decision::RetrySession(7), Tag::RETRY_SESSION),
+            (Decision::RetryGlobal(9), Tag::RETRY_GLOBAL),
+            (Decision::Reset, Tag::RESETSESSION),
+            (Decision::Wait, Tag::WAIT),
+        ] {
+            let mut s = V1SessionConn::incoming(
+                scfg.clone(),
+                Box::new(SeededRng::new(3)),
+                1,
+                CLIENT_ADDR,
+                now,
+            );
+            let mut input = BytesMut::new();
+            input.extend_from_slice(crate::wire::v1::BANNER);
+            legacy(EntityAddr::blank(AddrType::LEGACY, 5)).encode_legacy_into(&mut input);
+            ConnectMsg {
+                features: u64::MAX,
+                host_type: u32::from(EntityType::CLIENT.0),
+                global_seq: 3,
+                connect_seq: 2,
+                protocol_version: protocol::OSDC,
+                ..Default::default()
+            }
+            .encode_into(&mut input);
+            s.handle_input(1, &mut input, now);
+            let req = request(&events(&mut s)).expect("an accept request");
+            assert_eq!(req.attempt.resume, Some((V1_COOKIE, 2)));
+            assert_eq!(req.attempt.global_seq, 3);
+            let mut t = Transmit::new();
+            s.poll_transmit(1, now, &mut t); // the server hello
+            t.clear();
+            s.decide_accept(decision, now);
+            assert!(s.poll_transmit(1, now, &mut t));
+            let bytes = t.to_vec();
+            let reply = ConnectReply::read(&mut Reader::new(&bytes)).unwrap();
+            assert_eq!(reply.tag, tag);
+            match decision {
+                Decision::RetrySession(n) => assert_eq!(u64::from(reply.connect_seq), n),
+                Decision::RetryGlobal(g) => assert_eq!(u64::from(reply.global_seq), g),
+                _ => {}
+            }
+        }
+    }
+
+    #[test]
+    fn wait_makes_the_client_wait_and_features_refuse() {
+        let mut w = World::new();
+        let now = w.now;
+        w.client.start_link(1, now);
+        let mut reply = Vec::new();
+        encode_server_hello(
+            &EntityAddr::new(AddrType::LEGACY, ([127, 0, 0, 1], 6800).into(), 9),
+            &EntityAddr::new(AddrType::LEGACY, CLIENT_ADDR, 0),
+            &mut reply,
+        );
+        ConnectReply {
+            tag: Tag::WAIT,
+            features: 0,
+            global_seq: 0,
+            connect_seq: 0,
+            protocol_version: protocol::OSDC,
+            flags: 0,
+            authorizer: Vec::new(),
+        }
+        .encode(&mut reply);
+        let mut b = BytesMut::from(&reply[..]);
+        w.client.handle_input(1, &mut b, now);
+        assert_eq!(w.client.state(), State::Wait);
+        assert!(w.client.link_id().is_none());
+        // FEATURES is permanent: the session is refused.
+        w.client.handle_timeout(now + Duration::from_secs(60));
+        w.client.start_link(2, now);
+        let mut reply2 = Vec::new();
+        encode_server_hello(
+            &EntityAddr::new(AddrType::LEGACY, ([127, 0, 0, 1], 6800).into(), 9),
+            &EntityAddr::new(AddrType::LEGACY, CLIENT_ADDR, 0),
+            &mut reply2,
+        );
+        ConnectReply {
+            tag: Tag::FEATURES,
+            features: 1 << 63,
+            global_seq: 0,
+            connect_seq: 0,
+            protocol_version: protocol::OSDC,
+            flags: 0,
+            authorizer: Vec::new(),
+        }
+        .encode(&mut reply2);
+        let mut b = BytesMut::from(&reply2[..]);
+        events(&mut w.client);
+        w.client.handle_input(2, &mut b, now);
+        assert_eq!(w.client.state(), State::Closed);
+        assert!(events(&mut w.client)
+            .iter()
+            .any(|e| matches!(e, Event::Refused(Error::MissingFeatures { .. }))));
+    }
+
+    #[test]
+    fn a_resume_of_a_session_we_do_not_have_is_reset() {
+        // Existing session that never connected presents cookie 0: a v1 resume
+        // (cookie V1_COOKIE) is decided Reset, like Ceph's row 12.
+        let w = World::new();
+        let view = w.client.existing_view().unwrap();
+        assert_eq!(view.cookie, 0);
+        let me = EntityAddr::new(AddrType::MSGR2, ([127, 0, 0, 1], 1).into(), 1);
+        let peer = EntityAddr::new(AddrType::MSGR2, ([127, 0, 0, 1], 2).into(), 2);
+        let attempt = Attempt {
+            global_seq: 5,
+            resume: Some((V1_COOKIE, 3)),
+        };
+        assert_eq!(
+            decide(Some(&view), &attempt, &peer, &me, false),
+            Decision::Reset
+        );
+    }
+
+    #[test]
+    fn v1_is_refused_where_auth_or_protection_is_required() {
+        let now = Instant::now();
+        let mut c = (*cfg("client.1", 0, 5, Policy::lossless_client())).clone();
+        c.min_mode = crate::proto::Mode::Signed;
+        let peer = EntityAddr::new(AddrType::LEGACY, ([127, 0, 0, 1], 6800).into(), 0);
+        let mut client = V1SessionConn::outgoing(
+            Arc::new(c),
+            Box::new(SeededRng::new(1)),
+            peer,
+            EntityType::OSD,
+            now,
+        );
+        client.start_link(1, now);
+        assert_eq!(client.state(), State::Closed);
+        assert!(events(&mut client)
+            .iter()
+            .any(|e| matches!(e, Event::Refused(Error::ModeRefused(_)))));
+        // A server that allows no auth-none peers closes the link at connect.
+        let mut s = (*cfg("osd.0", 6800, 9, Policy::stateful_server())).clone();
+        s.auth
+            .server_methods
+            .retain(|m| m.0 != crate::wire::msgr2::AUTH_NONE);
+        let mut server = V1SessionConn::incoming(
+            Arc::new(s),
+            Box::new(SeededRng::new(2)),
+            1,
+            CLIENT_ADDR,
+            now,
+        );
+        let mut w = World::new();
+        w.client.start_link(1, now);
+        pump(&mut w.client, &mut server, 1, now);
+        pump(&mut server, &mut w.client, 1, now);
+        pump(&mut w.client, &mut server, 1, now);
+        assert_eq!(server.state(), State::Closed);
+        assert!(request(&events(&mut server)).is_none(), "no accept request");
+    }
+
+    #[test]
+    fn protocol_versions_match_on_both_sides() {
+        use EntityType as T;
+        for (a, b) in [
+            (T::CLIENT, T::MON),
+            (T::CLIENT, T::OSD),
+            (T::OSD, T::MON),
+            (T::OSD, T::OSD),
+            (T::MDS, T::OSD),
+        ] {
+            assert_eq!(
+                protocol_version_for(a, b, true),
+                protocol_version_for(b, a, false),
+                "{a:?} -> {b:?}"
+            );
+        }
+        assert_eq!(
+            protocol_version_for(T::CLIENT, T::MON, true),
+            protocol::MONC
+        );
+        assert_eq!(protocol_version_for(T::OSD, T::OSD, true), protocol::OSD);
+    }
+
+    trait EncodeInto {
+        fn encode_into(&self, out: &mut BytesMut);
+    }
+
+    impl EncodeInto for ConnectMsg {
+        fn encode_into(&self, out: &mut BytesMut) {
+            let mut v = Vec::new();
+            self.encode(&mut v);
+            out.extend_from_slice(&v);
+        }
+    }
+
+    trait LegacyInto {
+        fn encode_legacy_into(&self, out: &mut BytesMut);
+    }
+
+    impl LegacyInto for EntityAddr {
+        fn encode_legacy_into(&self, out: &mut BytesMut) {
+            let mut v = Vec::new();
+            self.encode_legacy(&mut v);
+            out.extend_from_slice(&v);
+        }
+    }
+}
