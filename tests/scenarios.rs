@@ -390,3 +390,26 @@ fn loopback_messages_in_order_from_many_threads() {
     srv.shutdown();
     cli.shutdown();
 }
+
+#[test]
+fn loopback_connection_delivers_locally_in_order() {
+    common::init_log();
+    let (d, ev) = ChannelDispatcher::new();
+    let m = Messenger::builder("osd.7".parse().unwrap())
+        .start(Arc::new(d))
+        .unwrap();
+    let me = m.loopback().unwrap();
+    assert_eq!(m.loopback().unwrap(), me, "one loopback connection");
+    assert!(me.is_connected());
+    for i in 0..100 {
+        me.send(msg(i, 20)).unwrap();
+    }
+    assert_eq!(recv_messages(&ev, 100, T), (0..100).collect::<Vec<_>>());
+    me.mark_down();
+    assert!(me.send(msg(0, 1)).is_err());
+    m.shutdown();
+    assert!(
+        m.wait(Duration::from_secs(5)),
+        "the local delivery thread ends"
+    );
+}

@@ -19,6 +19,7 @@
 //! | `ms_initial_backoff` / `ms_max_backoff` | [`Config::initial_backoff`] / [`Config::max_backoff`] | 0.2 s / 15 s | Ceph |
 //! | `ms_backoff_jitter` | [`Config::backoff_jitter`] | 0.2 | simplemsgr |
 //! | `ms_dispatch_throttle_bytes` | [`Config::dispatch_throttle_bytes`] | 100 MiB | Ceph |
+//! | `ms_dispatch_throttle_messages` | [`Config::dispatch_throttle_messages`] | 0 = unlimited | simplemsgr |
 //! | `ms_max_front_len` / `ms_max_middle_len` / `ms_max_data_len` | `max_*_len` | 16 MiB / 16 MiB / 512 MiB | simplemsgr (docs/PROTOCOL.md §2.3) |
 //! | `ms_crc_data`, `ms_crc_header` | [`Config::crc`] | true | Ceph (one switch here) |
 //! | `ms_max_connections` (`auto` = derived) | [`Config::max_connections`] | auto | simplemsgr |
@@ -117,6 +118,8 @@ pub struct Config {
     pub backoff_jitter: f64,
     /// Bytes of received messages waiting for dispatch (`ms_dispatch_throttle_bytes`); 0 = unlimited.
     pub dispatch_throttle_bytes: u64,
+    /// Received messages waiting for dispatch (`ms_dispatch_throttle_messages`); 0 = unlimited.
+    pub dispatch_throttle_messages: u64,
     /// Largest accepted front section (`ms_max_front_len`).
     pub max_front_len: u32,
     /// Largest accepted middle section (`ms_max_middle_len`).
@@ -154,6 +157,7 @@ impl Default for Config {
             max_backoff: Duration::from_secs(15),
             backoff_jitter: 0.2,
             dispatch_throttle_bytes: 100 * MIB,
+            dispatch_throttle_messages: 0,
             max_front_len: (16 * MIB) as u32,
             max_middle_len: (16 * MIB) as u32,
             max_data_len: (512 * MIB) as u32,
@@ -222,6 +226,7 @@ pub const KEYS: &[&str] = &[
     "ms_max_backoff",
     "ms_backoff_jitter",
     "ms_dispatch_throttle_bytes",
+    "ms_dispatch_throttle_messages",
     "ms_max_front_len",
     "ms_max_middle_len",
     "ms_max_data_len",
@@ -281,6 +286,7 @@ impl Config {
             "ms_max_backoff" => self.max_backoff = parse_secs(k, v)?,
             "ms_backoff_jitter" => self.backoff_jitter = parse_ratio(k, v)?,
             "ms_dispatch_throttle_bytes" => self.dispatch_throttle_bytes = parse_bytes(k, v)?,
+            "ms_dispatch_throttle_messages" => self.dispatch_throttle_messages = parse_u64(k, v)?,
             "ms_max_front_len" => self.max_front_len = to_u32(k, parse_bytes(k, v)?)?,
             "ms_max_middle_len" => self.max_middle_len = to_u32(k, parse_bytes(k, v)?)?,
             "ms_max_data_len" => self.max_data_len = to_u32(k, parse_bytes(k, v)?)?,

@@ -157,6 +157,8 @@ pub struct ConnShared {
     tickets: AtomicU64,
     turn: Mutex<u64>,
     turn_cv: Condvar,
+    /// Set on the loopback connection: messages go to the local delivery thread.
+    pub(crate) local: Mutex<Option<crossbeam_channel::Sender<Message>>>,
 }
 
 impl ConnShared {
@@ -183,6 +185,7 @@ impl ConnShared {
             tickets: AtomicU64::new(0),
             turn: Mutex::new(0),
             turn_cv: Condvar::new(),
+            local: Mutex::new(None),
         })
     }
 
@@ -280,6 +283,9 @@ impl ConnectionRef {
     /// otherwise, and for whatever the kernel does not take at once, the writer thread
     /// sends them in its next batch (throughput). `send` never blocks on the network.
     pub fn send(&self, msg: Message) -> Result<(), Error> {
+        if let Some(tx) = self.shared.local.lock().as_ref() {
+            return tx.send(msg).map_err(|_| Error::Shutdown);
+        }
         let now = Instant::now();
         let mut out = Transmit::new();
         let mut io: Option<(LinkId, Arc<LinkIo>)> = None;
@@ -351,6 +357,9 @@ impl ConnectionRef {
 
     /// Close the session: nothing queued is sent, no reset is reported (Ceph's mark_down).
     pub fn mark_down(&self) {
+        // The loopback connection: ends the local delivery thread; the (never
+        // connected) session below is closed like any other.
+        drop(self.shared.local.lock().take());
         let events = {
             let mut st = self.shared.state.lock();
             st.proto.mark_down(Instant::now());
@@ -371,6 +380,9 @@ impl ConnectionRef {
 
     /// True while the handshake is complete and the link is up.
     pub fn is_connected(&self) -> bool {
+        if self.shared.local.lock().is_some() {
+            return true;
+        }
         self.shared.state.lock().proto.is_connected()
     }
 

@@ -73,6 +73,7 @@ pub struct Inner {
     pub(crate) dispatch_throttle: Throttle,
     pub(crate) method_cache: Mutex<HashMap<SocketAddr, u32>>,
     pub(crate) admission: Arc<Admission>,
+    loopback: Mutex<Option<ConnectionRef>>,
     next_id: AtomicU64,
     next_link: AtomicU64,
     shutdown: AtomicBool,
@@ -311,7 +312,11 @@ impl MessengerBuilder {
         let inner = Arc::new(Inner {
             admission: Admission::new(limits),
             faults: FaultInjector::new(&self.config.fault),
-            dispatch_throttle: Throttle::new("dispatch", 0, self.config.dispatch_throttle_bytes),
+            dispatch_throttle: Throttle::new(
+                "dispatch",
+                self.config.dispatch_throttle_messages,
+                self.config.dispatch_throttle_bytes,
+            ),
             config: self.config,
             proto: Arc::new(proto),
             dispatcher,
@@ -319,6 +324,7 @@ impl MessengerBuilder {
             all: Mutex::new(HashMap::new()),
             stats: Stats::new(),
             method_cache: Mutex::new(HashMap::new()),
+            loopback: Mutex::new(None),
             next_id: AtomicU64::new(1),
             next_link: AtomicU64::new(1),
             shutdown: AtomicBool::new(false),
@@ -451,6 +457,45 @@ impl Messenger {
         Ok(conn::conn_ref(&self.inner, &shared))
     }
 
+    /// The connection to ourselves (Ceph's loopback connection): messages sent on it
+    /// bypass the network and are dispatched in order, with `src` set to our name, by
+    /// a local delivery thread started on first use.
+    pub fn loopback(&self) -> Result<ConnectionRef, Error> {
+        if self.inner.is_shutdown() {
+            return Err(Error::Shutdown);
+        }
+        let mut slot = self.inner.loopback.lock();
+        if let Some(c) = slot.as_ref() {
+            return Ok(c.clone());
+        }
+        let me = self.inner.my_addr();
+        let proto = ProtoConn::outgoing(
+            self.inner.proto.clone(),
+            Box::new(SystemRng::new()),
+            me,
+            self.inner.proto.name.ty,
+            Instant::now(),
+        );
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let shared = ConnShared::new(id, proto, me, None);
+        let (tx, rx) = crossbeam_channel::unbounded::<crate::wire::message::Message>();
+        *shared.local.lock() = Some(tx);
+        let conn = conn::conn_ref(&self.inner, &shared);
+        let inner = self.inner.clone();
+        let c2 = conn.clone();
+        self.inner.spawn(format!("ms-local-{id}"), move || {
+            let name = inner.proto.name;
+            for (seq, mut m) in (1u64..).zip(rx.iter()) {
+                m.seq = seq;
+                m.src = name;
+                inner.stats.msg_in();
+                inner.dispatcher.dispatch(&c2, m);
+            }
+        })?;
+        *slot = Some(conn.clone());
+        Ok(conn)
+    }
+
     /// Close every session (no reset events), the listener, and stop all threads.
     pub fn shutdown(&self) {
         if self.inner.shutdown.swap(true, Ordering::AcqRel) {
@@ -459,6 +504,10 @@ impl Messenger {
         let all: Vec<Arc<ConnShared>> = self.inner.all.lock().values().cloned().collect();
         for s in all {
             conn::conn_ref(&self.inner, &s).mark_down();
+        }
+        // Ends the local delivery thread.
+        if let Some(c) = self.inner.loopback.lock().take() {
+            c.mark_down();
         }
         // Wake the acceptor out of accept().
         if let Some(a) = self.listen_addr() {

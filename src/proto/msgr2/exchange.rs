@@ -375,7 +375,8 @@ impl Connection {
         // messages, or the ack delay passed; otherwise it rides on the next MSG.
         let due = !self.session.lossy
             && self.session.ack_pending()
-            && (self.session.unacked_in() >= self.cfg.ack_every || self.ack_due.is_some_and(|t| now >= t));
+            && (self.session.unacked_in() >= self.cfg.ack_every
+                || self.ack_due.is_some_and(|t| now >= t));
         if due {
             let seq = self.session.take_ack();
             link.queue(&Frame::Ack(Ack { seq }), &mut *self.rng)?;
