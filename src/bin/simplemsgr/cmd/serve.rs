@@ -24,6 +24,12 @@ pub struct ServeArgs {
     /// Exit after this many seconds instead of running until killed.
     #[arg(long, value_name = "SECS", value_parser = parse_secs)]
     pub duration_secs: Option<f64>,
+    /// Who may connect (`--auth secret` accepts the entities of `--keyring`).
+    #[command(flatten)]
+    pub auth: super::AuthArgs,
+    /// The weakest frame protection a client may use.
+    #[arg(long, value_enum, default_value_t = super::ModeArg::Plain)]
+    pub mode: super::ModeArg,
 }
 
 /// Run the command.
@@ -37,6 +43,8 @@ pub fn run(args: ServeArgs, cfg: &Config) -> Result<(), CliError> {
     .config(cfg.clone())
     .bind(args.bind)
     .default_policy(Policy::stateful_server())
+    .auth(args.auth.server(args.mode)?)
+    .mode(args.mode.mode(), args.mode.mode())
     .start(Arc::new(BenchServer))
     .map_err(|e| CliError::failed(format!("cannot listen on {}: {e}", args.bind)))?;
     let addr = server
