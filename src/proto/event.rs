@@ -152,7 +152,15 @@ impl fmt::Display for Error {
                 write!(f, "peer closed the connection ({reason:?}): {message}")
             }
             Error::NoCommonAuthMethod { offered } => {
-                write!(f, "no common auth method: the server allows {offered:?}")
+                let names: Vec<String> = offered
+                    .iter()
+                    .map(|m| format!("{:?}", crate::auth::Method(*m)))
+                    .collect();
+                write!(
+                    f,
+                    "no common auth method: the server allows [{}]",
+                    names.join(", ")
+                )
             }
             Error::ModeRefused(m) => write!(f, "connection mode refused: {m}"),
             Error::MissingFeatures { missing } => {

@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use log::{debug, info, warn};
+use log::{debug, info};
 
 use crate::auth::{Method, Step};
 use crate::crypto::{derive_keys, Protection, RxProtector, TxProtector};
@@ -252,7 +252,7 @@ impl Connection {
         }
         let lossy = ident.flags & IDENT_LOSSY != 0;
         if lossy != self.session.lossy {
-            warn!(
+            info!(
                 "[{}] server decides the session is {}; our policy said {}",
                 self.peer.addr,
                 if lossy { "lossy" } else { "lossless" },

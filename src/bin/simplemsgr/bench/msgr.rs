@@ -106,16 +106,36 @@ pub struct MessengerTarget {
     addr: SocketAddr,
     cfg: Config,
     mode: ProtectionMode,
+    key: BenchKey,
+}
+
+/// The auth name and key that signed and secure runs use.
+#[derive(Clone)]
+pub struct BenchKey {
+    /// The auth name, e.g. `client.admin`.
+    pub name: String,
+    /// Its key.
+    pub key: simplemsgr::auth::Secret,
+}
+
+impl Default for BenchKey {
+    /// A fixed key for in-process runs (both ends are ours).
+    fn default() -> Self {
+        BenchKey {
+            name: "client.bench".into(),
+            key: simplemsgr::auth::Secret::new(&[0x5a; 16]),
+        }
+    }
 }
 
 impl MessengerTarget {
     /// Start an in-process server on 127.0.0.1:0.
-    pub fn local(cfg: &Config, mode: ProtectionMode) -> Result<Self, String> {
+    pub fn local(cfg: &Config, mode: ProtectionMode, key: BenchKey) -> Result<Self, String> {
         let mut b = Messenger::builder("osd.0".parse().map_err(|e| format!("{e}"))?)
             .config(cfg.clone())
             .bind("127.0.0.1:0".parse().map_err(|e| format!("{e}"))?)
             .default_policy(Policy::stateful_server());
-        b = with_mode(b, mode, false);
+        b = with_mode(b, mode, false, &key);
         let server = b
             .start(Arc::new(BenchServer))
             .map_err(|e| format!("cannot start the server messenger: {e}"))?;
@@ -128,11 +148,17 @@ impl MessengerTarget {
             addr,
             cfg: cfg.clone(),
             mode,
+            key,
         })
     }
 
     /// Benchmark a remote `simplemsgr serve`.
-    pub fn remote(addr: SocketAddr, cfg: &Config, mode: ProtectionMode) -> Result<Self, String> {
+    pub fn remote(
+        addr: SocketAddr,
+        cfg: &Config,
+        mode: ProtectionMode,
+        key: BenchKey,
+    ) -> Result<Self, String> {
         probe(addr, cfg.handshake_timeout)?;
         Ok(MessengerTarget {
             name: name_for(mode),
@@ -140,6 +166,7 @@ impl MessengerTarget {
             addr,
             cfg: cfg.clone(),
             mode,
+            key,
         })
     }
 
@@ -153,7 +180,7 @@ impl MessengerTarget {
         let b = Messenger::builder(name.parse().map_err(|e| format!("{e}"))?)
             .config(self.cfg.clone())
             .default_policy(Policy::lossless_client());
-        let m = with_mode(b, self.mode, true)
+        let m = with_mode(b, self.mode, true, &self.key)
             .start(side.clone())
             .map_err(|e| format!("cannot start a client messenger: {e}"))?;
         let conn = m
@@ -187,24 +214,24 @@ fn name_for(mode: ProtectionMode) -> String {
     }
 }
 
-/// Signed and secure runs use the SECRET method with a fixed benchmark key.
+/// Signed and secure runs use the SECRET method with the benchmark key.
 fn with_mode(
     b: simplemsgr::runtime::MessengerBuilder,
     mode: ProtectionMode,
     client: bool,
+    key: &BenchKey,
 ) -> simplemsgr::runtime::MessengerBuilder {
-    use simplemsgr::auth::{AuthConfig, Keyring, Secret};
+    use simplemsgr::auth::{AuthConfig, Keyring};
     if mode == ProtectionMode::Plain {
         return b;
     }
-    let key = Secret::new(&[0x5a; 16]);
     let auth = if client {
-        AuthConfig::secret_client("client.bench", key)
+        AuthConfig::secret_client(key.name.clone(), key.key.clone())
     } else {
         let mut ring = Keyring::default();
         ring.insert(
-            "client.bench",
-            key,
+            &key.name,
+            key.key.clone(),
             simplemsgr::wire::types::Timespec::default(),
         );
         AuthConfig::secret_server(Arc::new(ring))

@@ -11,7 +11,7 @@ use clap::{Args, ValueEnum};
 use simplemsgr::runtime::{Config, ResourceLimits};
 
 use super::{parse_addr, parse_secs, CliError};
-use crate::bench::msgr::MessengerTarget;
+use crate::bench::msgr::{BenchKey, MessengerTarget};
 use crate::bench::raw::RawTcp;
 use crate::bench::{
     fmt_size, parse_size, report, BenchTarget, Mode, Progress, RunResult, Workload,
@@ -68,6 +68,10 @@ pub struct BenchArgs {
     /// message is in flight, with and without structured data (see bench/hol.rs).
     #[arg(long)]
     pub hol: bool,
+    /// The key for signed and secure runs (`--auth secret --keyring FILE --name
+    /// TYPE.ID`); without it, in-process runs use a fixed benchmark key.
+    #[command(flatten)]
+    pub auth: super::AuthArgs,
 }
 
 /// Frame protection of a messenger run.
@@ -105,11 +109,26 @@ fn messenger_target(
     remote: Option<SocketAddr>,
     cfg: &Config,
     mode: ProtectionMode,
+    key: BenchKey,
 ) -> Result<Box<dyn BenchTarget>, CliError> {
     Ok(match remote {
-        Some(a) => Box::new(MessengerTarget::remote(a, cfg, mode).map_err(CliError::failed)?),
-        None => Box::new(MessengerTarget::local(cfg, mode).map_err(CliError::failed)?),
+        Some(a) => Box::new(MessengerTarget::remote(a, cfg, mode, key).map_err(CliError::failed)?),
+        None => Box::new(MessengerTarget::local(cfg, mode, key).map_err(CliError::failed)?),
     })
+}
+
+/// The key from `--auth secret --keyring … --name …`, or the fixed benchmark key.
+fn bench_key(args: &BenchArgs) -> Result<BenchKey, CliError> {
+    if args.auth.auth == super::AuthArg::None {
+        return Ok(BenchKey::default());
+    }
+    match args.auth.client(super::ModeArg::Secure)?.key {
+        Some(key) => Ok(BenchKey {
+            name: args.auth.name.clone(),
+            key,
+        }),
+        None => Err(CliError::failed("the keyring gave no key")),
+    }
 }
 
 /// The runs of the matrix, in order.
@@ -199,8 +218,9 @@ pub fn run(args: BenchArgs, cfg: &Config, quiet: bool) -> Result<(), CliError> {
     } else {
         args.mode.clone()
     };
+    let key = bench_key(&args)?;
     for m in modes {
-        targets.push(messenger_target(args.addr, cfg, m.mode())?);
+        targets.push(messenger_target(args.addr, cfg, m.mode(), key.clone())?);
     }
     let mut runs = plan(&args);
     let per_run = match args.duration_secs {

@@ -82,3 +82,107 @@ mod tests {
         );
     }
 }
+
+/// Auth method on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AuthArg {
+    /// No authentication (plain mode only).
+    None,
+    /// Shared secret from a Ceph keyring (docs/PROTOCOL.md §4.4).
+    Secret,
+}
+
+/// Frame protection on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ModeArg {
+    /// No protection.
+    Plain,
+    /// HMAC-SHA256 on every frame.
+    Signed,
+    /// AES-128-GCM on every frame.
+    Secure,
+}
+
+impl ModeArg {
+    /// The protocol's mode.
+    pub fn mode(self) -> simplemsgr::proto::Mode {
+        match self {
+            ModeArg::Plain => simplemsgr::proto::Mode::Plain,
+            ModeArg::Signed => simplemsgr::proto::Mode::Signed,
+            ModeArg::Secure => simplemsgr::proto::Mode::Secure,
+        }
+    }
+}
+
+/// `--auth`, `--keyring`, `--name`: who we are and which keys we hold.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AuthArgs {
+    /// Auth method.
+    #[arg(long, value_enum, default_value_t = AuthArg::None)]
+    pub auth: AuthArg,
+    /// A Ceph keyring (as ceph-authtool writes it) with the key(s) for `--auth secret`.
+    #[arg(long, value_name = "FILE")]
+    pub keyring: Option<std::path::PathBuf>,
+    /// Our auth name (TYPE.ID) as it appears in the keyring.
+    #[arg(long, value_name = "TYPE.ID", default_value = "client.admin")]
+    pub name: String,
+}
+
+impl AuthArgs {
+    fn keyring(&self) -> Result<Option<simplemsgr::auth::Keyring>, CliError> {
+        if self.auth == AuthArg::None {
+            return Ok(None);
+        }
+        let path = self
+            .keyring
+            .as_ref()
+            .ok_or_else(|| CliError::usage("--auth secret needs --keyring FILE"))?;
+        simplemsgr::auth::Keyring::load(path)
+            .map(Some)
+            .map_err(|e| CliError::failed(format!("cannot use keyring {}: {e}", path.display())))
+    }
+
+    /// The client side's auth configuration for `mode`.
+    pub fn client(&self, mode: ModeArg) -> Result<simplemsgr::auth::AuthConfig, CliError> {
+        check_mode(self.auth, mode)?;
+        match self.keyring()? {
+            None => Ok(simplemsgr::auth::AuthConfig::none()),
+            Some(ring) => {
+                let entry = ring.get(&self.name).ok_or_else(|| {
+                    CliError::failed(format!(
+                        "the keyring has no key for {} (use --name)",
+                        self.name
+                    ))
+                })?;
+                Ok(simplemsgr::auth::AuthConfig::secret_client(
+                    self.name.clone(),
+                    entry.key.clone(),
+                ))
+            }
+        }
+    }
+
+    /// The server side's auth configuration for `mode` (which is then the weakest mode
+    /// the server accepts).
+    pub fn server(&self, mode: ModeArg) -> Result<simplemsgr::auth::AuthConfig, CliError> {
+        check_mode(self.auth, mode)?;
+        match self.keyring()? {
+            None => Ok(simplemsgr::auth::AuthConfig::none()),
+            Some(ring) => Ok(simplemsgr::auth::AuthConfig::secret_server(
+                std::sync::Arc::new(ring),
+            )),
+        }
+    }
+}
+
+fn check_mode(auth: AuthArg, mode: ModeArg) -> Result<(), CliError> {
+    if auth == AuthArg::None && mode != ModeArg::Plain {
+        return Err(CliError::usage(
+            format!(
+                "--mode {mode:?} needs --auth secret: auth none has no key to sign or encrypt with"
+            )
+            .to_lowercase(),
+        ));
+    }
+    Ok(())
+}

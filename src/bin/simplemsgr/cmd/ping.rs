@@ -31,6 +31,12 @@ pub struct PingArgs {
     /// Payload size (k/m suffixes allowed).
     #[arg(short, long, default_value = "64", value_parser = parse_size)]
     pub size: usize,
+    /// Who we are (`--auth secret --keyring FILE --name client.admin`).
+    #[command(flatten)]
+    pub auth: super::AuthArgs,
+    /// Frame protection.
+    #[arg(long, value_enum, default_value_t = super::ModeArg::Plain)]
+    pub mode: super::ModeArg,
 }
 
 /// How long one round trip may take before ping gives up.
@@ -38,6 +44,7 @@ const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Run the command.
 pub fn run(args: PingArgs, cfg: &Config, quiet: bool) -> Result<(), CliError> {
+    let auth = args.auth.client(args.mode)?;
     probe(args.addr, cfg.handshake_timeout).map_err(CliError::failed)?;
     let (d, events) = ChannelDispatcher::new();
     let client = Messenger::builder(
@@ -47,13 +54,18 @@ pub fn run(args: PingArgs, cfg: &Config, quiet: bool) -> Result<(), CliError> {
     )
     .config(cfg.clone())
     .default_policy(Policy::lossy_client())
+    .auth(auth)
+    .mode(args.mode.mode(), args.mode.mode())
     .start(Arc::new(d))
     .map_err(|e| CliError::failed(format!("cannot start the messenger: {e}")))?;
     let conn = client
         .connect(args.addr, EntityType::OSD)
         .map_err(|e| CliError::failed(format!("cannot connect to {}: {e}", args.addr)))?;
     if !quiet {
-        println!("PING {} ({} bytes, msgr2)", args.addr, args.size);
+        println!(
+            "PING {} ({} bytes, msgr2, {:?} mode)",
+            args.addr, args.size, args.mode
+        );
     }
     let payload = Bytes::from(vec![0x5au8; args.size]);
     let mut hist = Histogram::new();

@@ -39,6 +39,12 @@ pub struct ServeArgs {
     /// Our entity name.
     #[arg(long, value_name = "NAME", default_value = "osd.0")]
     pub name: EntityName,
+    /// Who may connect (`--auth secret` accepts the entities of `--keyring`).
+    #[command(flatten)]
+    pub auth: super::AuthArgs,
+    /// The weakest frame protection a client may use.
+    #[arg(long, value_enum, default_value_t = super::ModeArg::Plain)]
+    pub mode: super::ModeArg,
 }
 
 /// Run the command.
@@ -47,6 +53,8 @@ pub fn run(args: ServeArgs, cfg: &Config) -> Result<(), CliError> {
         .config(cfg.clone())
         .bind(args.bind)
         .default_policy(Policy::stateful_server())
+        .auth(args.auth.server(args.mode)?)
+        .mode(args.mode.mode(), args.mode.mode())
         .start(Arc::new(BenchServer))
         .map_err(|e| CliError::failed(format!("cannot listen on {}: {e}", args.bind)))?;
     let addr = server
