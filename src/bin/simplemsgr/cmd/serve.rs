@@ -19,7 +19,6 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use simplemsgr::proto::Policy;
 use simplemsgr::runtime::{Config, Messenger};
-use simplemsgr::wire::types::EntityName;
 
 use super::{parse_addr, parse_secs, CliError};
 use crate::bench::msgr::BenchServer;
@@ -36,9 +35,6 @@ pub struct ServeArgs {
     /// Print a stats line every SECS seconds (and always one at exit).
     #[arg(long, value_name = "SECS", value_parser = parse_secs)]
     pub stats_interval: Option<f64>,
-    /// Our entity name.
-    #[arg(long, value_name = "NAME", default_value = "osd.0")]
-    pub name: EntityName,
     /// Who may connect (`--auth secret` accepts the entities of `--keyring`).
     #[command(flatten)]
     pub auth: super::AuthArgs,
@@ -49,7 +45,10 @@ pub struct ServeArgs {
 
 /// Run the command.
 pub fn run(args: ServeArgs, cfg: &Config) -> Result<(), CliError> {
-    let server = Messenger::builder(args.name)
+    let name = "osd.0"
+        .parse()
+        .map_err(|e| CliError::failed(format!("{e}")))?;
+    let server = Messenger::builder(name)
         .config(cfg.clone())
         .bind(args.bind)
         .default_policy(Policy::stateful_server())
