@@ -27,6 +27,7 @@
 pub mod accept;
 pub mod any;
 pub mod event;
+pub(crate) mod fault;
 pub mod msgr2;
 pub mod policy;
 pub mod session;
