@@ -27,6 +27,7 @@
 pub mod accept;
 pub mod any;
 pub mod event;
+pub(crate) mod fault;
 pub mod msgr2;
 pub mod policy;
 pub mod session;
@@ -136,7 +137,8 @@ pub struct ProtoConfig {
     /// Longest reconnect delay.
     pub backoff_max: Duration,
     /// Randomness (0..=1) in reconnect delays, so that peers that lost the same server
-    /// at once do not return in lock-step (see `msgr2::Connection`'s `fail_link`).
+    /// at once do not return in lock-step: each backoff delay is shortened by a random
+    /// fraction of up to this (see `proto::fault`).
     pub backoff_jitter: f64,
     /// Protected frames per direction and key before the link is closed and re-keyed.
     pub max_frames_per_key: u64,

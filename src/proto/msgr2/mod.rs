@@ -639,60 +639,22 @@ impl Connection {
             "[{}] link {} closed ({:?}): {}",
             self.peer.addr, link.id, initiator, error
         );
-        let permanent = error.is_permanent() && !was_open;
         self.push_link_closed(link, error.clone(), initiator);
-        match self.state {
-            State::Accepting | State::Closed => {
-                self.state = State::Closed;
-                return;
-            }
-            _ => {}
-        }
-        if permanent {
-            self.session.reset(0);
-            self.state = State::Closed;
-            self.events.push_back(Event::Refused(error));
-            return;
-        }
-        if self.session.lossy {
-            self.session.reset(0);
-            self.state = State::Closed;
-            self.events.push_back(Event::Reset);
-            return;
-        }
-        self.session.requeue_sent();
-        if was_open && self.session.connect_seq > 0 && !self.policy.server {
-            self.session.connect_seq += 1;
-        }
-        if self.policy.server
-            || (self.policy.standby && !self.session.has_outgoing() && self.state != State::Wait)
-        {
-            self.state = State::Standby;
-            return;
-        }
-        if self.state == State::Wait {
-            // The peer said its connection wins; if it never comes, try again later.
-            self.reconnect_at = Some(now + self.cfg.backoff_max.min(self.backoff * 4));
-            return;
-        }
-        self.state = State::Connecting;
-        // Jitter: many clients that lose one server at once must not come back in
-        // lock-step (a reconnect storm). `j` is the configured fraction, `u` uniform in 0..=1.
-        let j = self.cfg.backoff_jitter.clamp(0.0, 1.0);
-        let u = {
-            let mut b = [0u8; 2];
-            self.rng.fill(&mut b);
-            f64::from(u16::from_le_bytes(b)) / f64::from(u16::MAX)
-        };
-        if was_open {
-            // The first attempt comes soon, spread over [0, j × initial backoff).
-            self.backoff = self.cfg.backoff_initial;
-            self.reconnect_at = Some(now + self.cfg.backoff_initial.mul_f64(j * u));
-        } else {
-            // Each later delay is shortened by a random fraction of up to j.
-            self.reconnect_at = Some(now + self.backoff.mul_f64(1.0 - j * u));
-            self.backoff = (self.backoff * 2).min(self.cfg.backoff_max);
-        }
+        crate::proto::fault::after_link_loss(
+            crate::proto::fault::SessionParts {
+                state: &mut self.state,
+                session: &mut self.session,
+                policy: &self.policy,
+                events: &mut self.events,
+                reconnect_at: &mut self.reconnect_at,
+                backoff: &mut self.backoff,
+                cfg: &self.cfg,
+                rng: &mut *self.rng,
+            },
+            error,
+            was_open,
+            now,
+        );
     }
 }
 

@@ -1184,52 +1184,22 @@ impl V1SessionConn {
             "[{}] v1 link {} closed ({:?}): {}",
             self.peer.addr, link.id, initiator, error
         );
-        let permanent = error.is_permanent() && !was_open;
         self.push_link_closed(link, error.clone(), initiator);
-        if matches!(self.state, State::Accepting | State::Closed) {
-            self.state = State::Closed;
-            return;
-        }
-        if permanent {
-            self.session.reset(0);
-            self.state = State::Closed;
-            self.events.push_back(Event::Refused(error));
-            return;
-        }
-        if self.session.lossy {
-            self.session.reset(0);
-            self.state = State::Closed;
-            self.events.push_back(Event::Reset);
-            return;
-        }
-        self.session.requeue_sent();
-        if was_open && self.session.connect_seq > 0 && !self.policy.server {
-            self.session.connect_seq += 1;
-        }
-        if self.policy.server
-            || (self.policy.standby && !self.session.has_outgoing() && self.state != State::Wait)
-        {
-            self.state = State::Standby;
-            return;
-        }
-        if self.state == State::Wait {
-            self.reconnect_at = Some(now + self.cfg.backoff_max.min(self.backoff * 4));
-            return;
-        }
-        self.state = State::Connecting;
-        if was_open {
-            self.backoff = self.cfg.backoff_initial;
-            self.reconnect_at = Some(now);
-        } else {
-            let jitter = {
-                let mut b = [0u8; 2];
-                self.rng.fill(&mut b);
-                self.backoff
-                    .mul_f64(f64::from(u16::from_le_bytes(b)) / f64::from(u16::MAX) * 0.2)
-            };
-            self.reconnect_at = Some(now + self.backoff + jitter);
-            self.backoff = (self.backoff * 2).min(self.cfg.backoff_max);
-        }
+        crate::proto::fault::after_link_loss(
+            crate::proto::fault::SessionParts {
+                state: &mut self.state,
+                session: &mut self.session,
+                policy: &self.policy,
+                events: &mut self.events,
+                reconnect_at: &mut self.reconnect_at,
+                backoff: &mut self.backoff,
+                cfg: &self.cfg,
+                rng: &mut *self.rng,
+            },
+            error,
+            was_open,
+            now,
+        );
     }
 }
 

@@ -1,0 +1,88 @@
+//! What a session does when its link is lost — one rule for msgr2 and v1
+//! (docs/PROTOCOL.md §5.1, §5.3; Ceph's `Pipe::fault`).
+//!
+//! - a permanent error (auth, features, mode, policy) before the session opened ends it
+//!   with [`Event::Refused`]: reconnecting would not help, so nothing is retried;
+//! - a lossy session ends with [`Event::Reset`]: what it held is lost;
+//! - a lossless session keeps everything unacknowledged for replay, and then either
+//!   waits (a `server`, or an idle `standby` peer, or the loser of a race) or
+//!   reconnects: at once if the link had been open, else after a doubling backoff
+//!   shortened by a random fraction of up to `backoff_jitter` (default 20%), so that
+//!   many clients do not return in lock-step.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use crate::crypto::Random;
+
+use super::event::{Error, Event};
+use super::msgr2::State;
+use super::policy::Policy;
+use super::session::Session;
+use super::ProtoConfig;
+
+/// The parts of a session machine the fault rule reads and changes.
+pub(crate) struct SessionParts<'a> {
+    pub(crate) state: &'a mut State,
+    pub(crate) session: &'a mut Session,
+    pub(crate) policy: &'a Policy,
+    pub(crate) events: &'a mut VecDeque<Event>,
+    pub(crate) reconnect_at: &'a mut Option<Instant>,
+    pub(crate) backoff: &'a mut Duration,
+    pub(crate) cfg: &'a ProtoConfig,
+    pub(crate) rng: &'a mut dyn Random,
+}
+
+/// Apply the rule after the link closed with `error`; `was_open` tells whether the
+/// handshake had completed on it.
+pub(crate) fn after_link_loss(p: SessionParts<'_>, error: Error, was_open: bool, now: Instant) {
+    if matches!(*p.state, State::Accepting | State::Closed) {
+        *p.state = State::Closed;
+        return;
+    }
+    if error.is_permanent() && !was_open {
+        p.session.reset(0);
+        *p.state = State::Closed;
+        p.events.push_back(Event::Refused(error));
+        return;
+    }
+    if p.session.lossy {
+        p.session.reset(0);
+        *p.state = State::Closed;
+        p.events.push_back(Event::Reset);
+        return;
+    }
+    p.session.requeue_sent();
+    if was_open && p.session.connect_seq > 0 && !p.policy.server {
+        p.session.connect_seq += 1;
+    }
+    if p.policy.server || (p.policy.standby && !p.session.has_outgoing() && *p.state != State::Wait)
+    {
+        *p.state = State::Standby;
+        return;
+    }
+    if *p.state == State::Wait {
+        // The peer said its connection wins; if it never comes, try again later.
+        *p.reconnect_at = Some(now + p.cfg.backoff_max.min(*p.backoff * 4));
+        return;
+    }
+    *p.state = State::Connecting;
+    // Jitter (`ProtoConfig::backoff_jitter`, fraction `j`; `u` uniform in 0..=1): many
+    // clients that lose one server at once must not come back in lock-step.
+    if was_open {
+        // The first attempt at once (as Ceph): if the peer is gone it fails fast, and
+        // the jittered backoff below spreads the attempts that follow.
+        *p.backoff = p.cfg.backoff_initial;
+        *p.reconnect_at = Some(now);
+    } else {
+        // Each later delay is shortened by a random fraction of up to j.
+        let j = p.cfg.backoff_jitter.clamp(0.0, 1.0);
+        let u = {
+            let mut b = [0u8; 2];
+            p.rng.fill(&mut b);
+            f64::from(u16::from_le_bytes(b)) / f64::from(u16::MAX)
+        };
+        *p.reconnect_at = Some(now + p.backoff.mul_f64(1.0 - j * u));
+        *p.backoff = (*p.backoff * 2).min(p.cfg.backoff_max);
+    }
+}
