@@ -413,3 +413,34 @@ fn loopback_connection_delivers_locally_in_order() {
         "the local delivery thread ends"
     );
 }
+
+#[test]
+fn a_departed_clients_standby_session_expires() {
+    common::init_log();
+    let (d, sev) = ChannelDispatcher::new();
+    let mut b = Messenger::builder("osd.0".parse().unwrap())
+        .bind("127.0.0.1:0".parse().unwrap())
+        .default_policy(Policy::stateful_server());
+    b.config_mut().standby_timeout = Duration::from_millis(500);
+    let srv = b.start(Arc::new(d)).unwrap();
+    let (cli, _cev) = client(Policy::lossless_client());
+    let conn = cli
+        .connect(srv.listen_addr().unwrap(), EntityType::OSD)
+        .unwrap();
+    conn.send(msg(0, 10)).unwrap();
+    assert_eq!(recv_messages(&sev, 1, T), vec![0]);
+    assert_eq!(srv.session_count(), 1);
+    let threads_with_client = srv.stats().threads;
+    // The client goes away for good: the server's session waits in standby, then
+    // expires (a reset), releasing its writer thread and its connection slot.
+    cli.shutdown();
+    assert!(
+        wait_for(&sev, T, |e| matches!(e, Event::Reset(_))).is_some(),
+        "the standby session expired"
+    );
+    wait_until(T, || {
+        srv.session_count() == 0 && srv.live_connections() == 0
+    });
+    wait_until(T, || srv.stats().threads < threads_with_client);
+    srv.shutdown();
+}

@@ -28,6 +28,7 @@ pub(crate) struct SessionParts<'a> {
     pub(crate) policy: &'a Policy,
     pub(crate) events: &'a mut VecDeque<Event>,
     pub(crate) reconnect_at: &'a mut Option<Instant>,
+    pub(crate) standby_until: &'a mut Option<Instant>,
     pub(crate) backoff: &'a mut Duration,
     pub(crate) cfg: &'a ProtoConfig,
     pub(crate) rng: &'a mut dyn Random,
@@ -59,6 +60,9 @@ pub(crate) fn after_link_loss(p: SessionParts<'_>, error: Error, was_open: bool,
     if p.policy.server || (p.policy.standby && !p.session.has_outgoing() && *p.state != State::Wait)
     {
         *p.state = State::Standby;
+        // A server never reconnects: if the peer does not come back, the session would
+        // wait forever (holding its thread and its connection slot); it expires instead.
+        *p.standby_until = p.policy.server.then(|| now + p.cfg.standby_timeout);
         return;
     }
     if *p.state == State::Wait {
@@ -84,5 +88,20 @@ pub(crate) fn after_link_loss(p: SessionParts<'_>, error: Error, was_open: bool,
         };
         *p.reconnect_at = Some(now + p.backoff.mul_f64(1.0 - j * u));
         *p.backoff = (*p.backoff * 2).min(p.cfg.backoff_max);
+    }
+}
+
+/// A `server` session that waited in standby longer than `standby_timeout` for its peer
+/// to come back ends like a lost lossy session: reset, and reported with
+/// [`Event::Reset`]. A peer that returns later is told RESET and reports a remote reset.
+pub(crate) fn standby_expired(
+    state: &mut State,
+    session: &mut Session,
+    events: &mut VecDeque<Event>,
+) {
+    if *state == State::Standby {
+        session.reset(0);
+        *state = State::Closed;
+        events.push_back(Event::Reset);
     }
 }

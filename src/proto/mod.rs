@@ -136,6 +136,8 @@ pub struct ProtoConfig {
     pub backoff_initial: Duration,
     /// Longest reconnect delay.
     pub backoff_max: Duration,
+    /// How long a `server` session waits in standby for its peer before it expires.
+    pub standby_timeout: Duration,
     /// Randomness (0..=1) in reconnect delays, so that peers that lost the same server
     /// at once do not return in lock-step: each backoff delay is shortened by a random
     /// fraction of up to this (see `proto::fault`).
@@ -184,6 +186,7 @@ impl ProtoConfig {
             handshake_timeout: Duration::from_secs(30),
             backoff_initial: Duration::from_millis(200),
             backoff_max: Duration::from_secs(15),
+            standby_timeout: Duration::from_secs(900),
             backoff_jitter: 0.2,
             max_frames_per_key: 1 << 32,
             crc: true,

@@ -15,6 +15,7 @@
 //! | `ms_tcp_keepalive_time` | [`Config::tcp_keepalive`] | 60 s (0 = off) | simplemsgr |
 //! | `ms_keepalive_interval` | [`Config::keepalive_interval`] | 10 s (0 = off) | simplemsgr |
 //! | `ms_connection_idle_timeout` (alias `ms_tcp_read_timeout`) | [`Config::idle_timeout`] | 900 s | Ceph |
+//! | `ms_standby_timeout` | [`Config::standby_timeout`] | 900 s | simplemsgr |
 //! | `ms_connection_ready_timeout` (alias `ms_handshake_timeout`) | [`Config::handshake_timeout`] | 30 s | Ceph (10 s there) |
 //! | `ms_initial_backoff` / `ms_max_backoff` | [`Config::initial_backoff`] / [`Config::max_backoff`] | 0.2 s / 15 s | Ceph |
 //! | `ms_backoff_jitter` | [`Config::backoff_jitter`] | 0.2 | simplemsgr |
@@ -108,6 +109,9 @@ pub struct Config {
     pub keepalive_interval: Duration,
     /// Close a connection that received nothing for this long (`ms_connection_idle_timeout`).
     pub idle_timeout: Duration,
+    /// A `server` session whose peer has not come back after this long in standby is
+    /// reset, releasing its thread and connection slot (`ms_standby_timeout`).
+    pub standby_timeout: Duration,
     /// Give up on a handshake that takes longer (`ms_connection_ready_timeout`).
     pub handshake_timeout: Duration,
     /// First reconnect delay (`ms_initial_backoff`).
@@ -152,6 +156,7 @@ impl Default for Config {
             tcp_keepalive: Duration::from_secs(60),
             keepalive_interval: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(900),
+            standby_timeout: Duration::from_secs(900),
             handshake_timeout: Duration::from_secs(30),
             initial_backoff: Duration::from_millis(200),
             max_backoff: Duration::from_secs(15),
@@ -219,6 +224,7 @@ pub const KEYS: &[&str] = &[
     "ms_tcp_keepalive_time",
     "ms_keepalive_interval",
     "ms_connection_idle_timeout",
+    "ms_standby_timeout",
     "ms_tcp_read_timeout",
     "ms_connection_ready_timeout",
     "ms_handshake_timeout",
@@ -279,6 +285,7 @@ impl Config {
             "ms_connection_idle_timeout" | "ms_tcp_read_timeout" => {
                 self.idle_timeout = parse_secs(k, v)?
             }
+            "ms_standby_timeout" => self.standby_timeout = parse_secs(k, v)?,
             "ms_connection_ready_timeout" | "ms_handshake_timeout" => {
                 self.handshake_timeout = parse_secs(k, v)?
             }
@@ -330,6 +337,7 @@ impl Config {
         }
         for (key, d) in [
             ("ms_connection_idle_timeout", self.idle_timeout),
+            ("ms_standby_timeout", self.standby_timeout),
             ("ms_connection_ready_timeout", self.handshake_timeout),
             ("ms_initial_backoff", self.initial_backoff),
             ("ms_max_backoff", self.max_backoff),

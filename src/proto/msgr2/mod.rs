@@ -94,6 +94,7 @@ pub struct Connection {
     peer: Peer,
     events: VecDeque<Event>,
     reconnect_at: Option<Instant>,
+    standby_until: Option<Instant>,
     backoff: Duration,
     preferred_method: Option<u32>,
     last_keepalive_ack: Option<Instant>,
@@ -135,6 +136,7 @@ impl Connection {
             },
             events: VecDeque::new(),
             reconnect_at: None,
+            standby_until: None,
             backoff,
             preferred_method: None,
             last_keepalive_ack: None,
@@ -173,6 +175,7 @@ impl Connection {
             },
             events: VecDeque::new(),
             reconnect_at: None,
+            standby_until: None,
             backoff,
             preferred_method: None,
             last_keepalive_ack: None,
@@ -252,6 +255,14 @@ impl Connection {
 
     /// A deadline from [`Connection::poll_timeout`] passed (calling early is harmless).
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self.state == State::Standby && self.standby_until.is_some_and(|t| t <= now) {
+            self.standby_until = None;
+            crate::proto::fault::standby_expired(
+                &mut self.state,
+                &mut self.session,
+                &mut self.events,
+            );
+        }
         if self.reconnect_at.is_some_and(|t| t <= now) {
             self.reconnect_at = None;
             if matches!(self.state, State::Connecting | State::Wait) && self.link.is_none() {
@@ -345,6 +356,9 @@ impl Connection {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let mut next = self.reconnect_at;
         let mut consider = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
+        if let Some(t) = self.standby_until.filter(|_| self.state == State::Standby) {
+            consider(t);
+        }
         if let Some(link) = &self.link {
             if link.is_open() {
                 if let Some(t) = self
@@ -647,6 +661,7 @@ impl Connection {
                 policy: &self.policy,
                 events: &mut self.events,
                 reconnect_at: &mut self.reconnect_at,
+                standby_until: &mut self.standby_until,
                 backoff: &mut self.backoff,
                 cfg: &self.cfg,
                 rng: &mut *self.rng,

@@ -240,6 +240,7 @@ pub struct V1SessionConn {
     peer: Peer,
     events: VecDeque<Event>,
     reconnect_at: Option<Instant>,
+    standby_until: Option<Instant>,
     backoff: Duration,
     last_keepalive_ack: Option<Instant>,
     last_keepalive: Option<Instant>,
@@ -274,6 +275,7 @@ impl V1SessionConn {
             },
             events: VecDeque::new(),
             reconnect_at: None,
+            standby_until: None,
             backoff: cfg.backoff_initial,
             last_keepalive_ack: None,
             last_keepalive: None,
@@ -315,6 +317,7 @@ impl V1SessionConn {
             },
             events: VecDeque::new(),
             reconnect_at: None,
+            standby_until: None,
             backoff: cfg.backoff_initial,
             last_keepalive_ack: None,
             last_keepalive: None,
@@ -389,6 +392,14 @@ impl V1SessionConn {
 
     /// A deadline from [`V1SessionConn::poll_timeout`] passed.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self.state == State::Standby && self.standby_until.is_some_and(|t| t <= now) {
+            self.standby_until = None;
+            crate::proto::fault::standby_expired(
+                &mut self.state,
+                &mut self.session,
+                &mut self.events,
+            );
+        }
         if self.reconnect_at.is_some_and(|t| t <= now) {
             self.reconnect_at = None;
             if matches!(self.state, State::Connecting | State::Wait) && self.link.is_none() {
@@ -470,6 +481,9 @@ impl V1SessionConn {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let mut next = self.reconnect_at;
         let mut consider = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
+        if let Some(t) = self.standby_until.filter(|_| self.state == State::Standby) {
+            consider(t);
+        }
         if let Some(link) = &self.link {
             if link.is_open() {
                 consider(link.last_rx + self.cfg.idle_timeout);
@@ -1192,6 +1206,7 @@ impl V1SessionConn {
                 policy: &self.policy,
                 events: &mut self.events,
                 reconnect_at: &mut self.reconnect_at,
+                standby_until: &mut self.standby_until,
                 backoff: &mut self.backoff,
                 cfg: &self.cfg,
                 rng: &mut *self.rng,
