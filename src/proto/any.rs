@@ -1,7 +1,7 @@
 //! One session of either protocol behind the same call contract, so the runtime
 //! drives msgr2 and legacy v1 sessions with one code path.
 
-use std::net::SocketAddr;
+use core::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 

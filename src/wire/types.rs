@@ -2,8 +2,8 @@
 //! (Ceph's legacy 136-byte form and its newer tagged form), address vectors and
 //! timespecs (docs/PROTOCOL.md §2.2).
 
+use core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::str::FromStr;
 
 use super::{Codec, DecodeError, Reader, WriteLe};

@@ -29,8 +29,8 @@
 //! [`V1_COOKIE`]. A mismatch is decided `Reset` (RESETSESSION), as Ceph does with
 //! `resetcheck`.
 
+use core::net::SocketAddr;
 use std::collections::VecDeque;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -1363,7 +1363,7 @@ mod tests {
     }
 
     const CLIENT_ADDR: SocketAddr = SocketAddr::new(
-        std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 1)),
+        core::net::IpAddr::V4(core::net::Ipv4Addr::new(127, 0, 0, 1)),
         40000,
     );
 

@@ -58,9 +58,9 @@ pub mod session;
 #[cfg(test)]
 mod tests;
 
+use core::net::SocketAddr;
 use std::collections::VecDeque;
 use std::fmt;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use log::{debug, trace};

@@ -1,0 +1,216 @@
+//! The user's handle on a session: send, mark down, query.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::time::Instant;
+
+use log::debug;
+
+use crate::proto::msgr2::{SendError, State};
+use crate::proto::{AnyConnection as ProtoConn, LinkId};
+use crate::wire::message::Message;
+use crate::wire::transmit::Transmit;
+use crate::wire::types::{EntityAddr, EntityType};
+
+use super::super::messenger::Inner;
+use super::super::Error;
+
+use super::*;
+
+/// A handle on one session with a peer: send messages, query state, mark down.
+/// Cheap to clone; all clones refer to the same session.
+#[derive(Clone)]
+pub struct ConnectionRef {
+    /// Process-unique id of the session (also seeds its fault injection).
+    pub id: u64,
+    /// The peer's address (as we connected to it, or as it advertised itself).
+    pub peer: EntityAddr,
+    pub(crate) shared: Arc<ConnShared>,
+    pub(crate) msgr: Weak<Inner>,
+}
+
+impl PartialEq for ConnectionRef {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id
+    }
+}
+
+impl Eq for ConnectionRef {}
+
+impl std::fmt::Debug for ConnectionRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "conn#{}({})", self.id, self.peer)
+    }
+}
+
+impl ConnectionRef {
+    /// A handle that belongs to no messenger (for testing dispatchers): sends queue
+    /// into a session that never connects.
+    #[doc(hidden)]
+    pub fn detached(id: u64, peer: EntityAddr) -> ConnectionRef {
+        let cfg = crate::proto::ProtoConfig::new(
+            crate::wire::types::EntityName::new(EntityType::CLIENT, id),
+            crate::wire::types::AddrVec::default(),
+        );
+        let proto = ProtoConn::outgoing(
+            Arc::new(cfg),
+            Box::new(crate::crypto::SeededRng::new(id)),
+            peer,
+            EntityType::ANY,
+            Instant::now(),
+        );
+        ConnectionRef {
+            id,
+            peer,
+            shared: ConnShared::new(id, proto, peer, None),
+            msgr: Weak::new(),
+        }
+    }
+
+    /// Queue a message. Returns an error if the session is closed (marked down,
+    /// refused, or a lossy session that failed).
+    ///
+    /// When the session's traffic is sparse (the previous send was a while ago) and
+    /// nobody else is writing to the link, the calling thread writes the bytes itself
+    /// with a non-blocking write, saving the hand-off to the writer thread (latency);
+    /// otherwise, and for whatever the kernel does not take at once, the writer thread
+    /// sends them in its next batch (throughput). `send` never blocks on the network.
+    pub fn send(&self, msg: Message) -> Result<(), Error> {
+        if let Some(tx) = self.shared.local.lock().as_ref() {
+            return tx.send(msg).map_err(|_| Error::Shutdown);
+        }
+        let now = Instant::now();
+        let mut out = Transmit::new();
+        let mut io: Option<(LinkId, Arc<LinkIo>)> = None;
+        let mut guard = None;
+        let events = {
+            let mut st = self.shared.state.lock();
+            st.proto
+                .send(msg)
+                .map_err(|SendError::Closed| Error::Refused {
+                    reason: "connection is closed".into(),
+                })?;
+            // Sparse traffic on an idle pipe is written at once by this thread (latency):
+            // nothing we sent is still unacknowledged (request/response: each reply
+            // acknowledges the request) and no burst is under way. Streams are left to
+            // the writer thread, which batches (throughput).
+            let sparse = st.proto.session().unacked() <= 1
+                && st.last_send.map_or(true, |t| {
+                    now.saturating_duration_since(t) >= INLINE_AFTER_IDLE
+                });
+            st.last_send = Some(now);
+            if sparse {
+                if let Some(link) = st.proto.link_id() {
+                    io = st.links.get(&link).cloned().map(|io| (link, io));
+                }
+                if let Some((link, lio)) = &io {
+                    guard = lio.write.try_lock();
+                    let busy = guard.as_ref().is_some_and(|w| !w.pending.is_empty());
+                    if guard.is_none() || busy || !st.proto.poll_transmit(*link, now, &mut out) {
+                        guard = None;
+                    }
+                }
+            }
+            drain(&mut st.proto, &self.shared, false)
+        };
+        let inner = self.msgr.upgrade();
+        if let (Some((link, lio)), Some(mut w)) = (&io, guard.take()) {
+            // Never blocks: what the kernel does not take now stays pending for the
+            // writer thread, so this is safe from dispatcher callbacks too.
+            let len = out.len() as u64;
+            let r = w.write_some(out);
+            drop(w);
+            match r {
+                Ok(_) => {
+                    if let Some(inner) = &inner {
+                        inner.stats.add_bytes_out(len);
+                    }
+                }
+                // Not `fail` here: this may run inside a dispatch callback, and
+                // `fail`'s ordered batch would wait for the turn its caller holds
+                // (a self-deadlock). Shut the socket instead: the link's reader sees
+                // the error and fails the link on its own thread.
+                Err(e) => {
+                    debug!("conn#{} link {link}: write: {e}", self.shared.id);
+                    lio.close();
+                }
+            }
+        }
+        // The writer picks up whatever is left (and runs the timers).
+        self.shared.wake();
+        if let Some(inner) = &inner {
+            // Counted when queued: the writer sees bytes, not messages.
+            inner.stats.msg_out();
+            if !events.events.is_empty() {
+                handle_events(inner, &self.shared, events);
+            }
+        }
+        Ok(())
+    }
+
+    /// Close the session: nothing queued is sent, no reset is reported (Ceph's mark_down).
+    pub fn mark_down(&self) {
+        // The loopback connection: ends the local delivery thread; the (never
+        // connected) session below is closed like any other.
+        drop(self.shared.local.lock().take());
+        let events = {
+            let mut st = self.shared.state.lock();
+            st.proto.mark_down(Instant::now());
+            drain(&mut st.proto, &self.shared, false)
+        };
+        if let Some(inner) = self.msgr.upgrade() {
+            handle_events(&inner, &self.shared, events);
+            inner.forget(&self.shared);
+        }
+        self.shared.closed.store(true, Ordering::Release);
+        self.shared.wake();
+    }
+
+    /// From now on, a fault drops this session instead of reconnecting (Ceph's mark_disposable).
+    pub fn mark_disposable(&self) {
+        self.shared.state.lock().proto.mark_disposable();
+    }
+
+    /// True while the handshake is complete and the link is up.
+    pub fn is_connected(&self) -> bool {
+        if self.shared.local.lock().is_some() {
+            return true;
+        }
+        self.shared.state.lock().proto.is_connected()
+    }
+
+    /// The session's state.
+    pub fn state(&self) -> State {
+        self.shared.state.lock().proto.state()
+    }
+
+    /// Ceph features negotiated with the peer.
+    pub fn features(&self) -> u64 {
+        self.shared.state.lock().proto.peer().features
+    }
+
+    /// The peer's entity type.
+    pub fn peer_type(&self) -> EntityType {
+        self.shared.state.lock().proto.peer().ty
+    }
+
+    /// When the last KEEPALIVE2_ACK arrived.
+    pub fn last_keepalive_ack(&self) -> Option<Instant> {
+        self.shared.state.lock().proto.last_keepalive_ack()
+    }
+
+    /// When the last KEEPALIVE2 arrived.
+    pub fn last_keepalive(&self) -> Option<Instant> {
+        self.shared.state.lock().proto.last_keepalive()
+    }
+
+    /// Messages queued and not yet sent.
+    pub fn queued(&self) -> usize {
+        self.shared.state.lock().proto.session().queued()
+    }
+
+    /// Messages sent and not yet acknowledged by the peer.
+    pub fn unacked(&self) -> usize {
+        self.shared.state.lock().proto.session().unacked()
+    }
+}

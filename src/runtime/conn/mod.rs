@@ -1,0 +1,304 @@
+//! One session's threads: a writer thread for the session's whole life (it also
+//! connects and reconnects, as SimpleMessenger's writer did), and a reader thread per
+//! TCP connection ("link").
+//!
+//! Lock discipline: a thread locks the session, steps the state machine, takes its
+//! outputs (bytes, events), unlocks, and only then writes to a socket or calls the
+//! dispatcher. No lock is held across a socket call or a callback. Lock order when
+//! two are needed: session table, then a session.
+//!
+//! | file | what lives there |
+//! |---|---|
+//! | `mod.rs` | the shared session (`ConnShared`), the writer's wake-up, a link's socket halves |
+//! | `handle.rs` | [`ConnectionRef`], the application's handle (send, mark_down, queries) |
+//! | `events.rs` | acting on state-machine events in dispatch order; the stats gauges |
+//! | `reader.rs` | the reader thread of one link, and the accept decision for incoming handshakes |
+//! | `writer.rs` | the session's writer thread: connect when due, write, run the timers |
+
+mod events;
+mod handle;
+mod reader;
+mod writer;
+
+pub(crate) use events::{abandon, conn_ref, drain, handle_events, session_ended, sync_gauge};
+pub use handle::ConnectionRef;
+use reader::{fail, spawn_reader};
+pub(crate) use writer::writer_loop;
+
+use std::collections::HashMap;
+use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use log::warn;
+use parking_lot::{Condvar, Mutex};
+
+use crate::proto::{AnyConnection as ProtoConn, LinkId};
+use crate::wire::message::Message;
+use crate::wire::transmit::Transmit;
+use crate::wire::types::EntityAddr;
+
+use super::admission::Slot;
+use super::messenger::Inner;
+use super::stats::ConnState as GaugeState;
+use super::transport::{Shutdown, ShutdownHandle, Transport, WriteHalf};
+/// The writing side of one link plus a way to shut the socket from any thread.
+#[derive(Debug)]
+pub(crate) struct LinkIo {
+    write: Mutex<LinkWriter>,
+    shutdown: ShutdownHandle,
+}
+
+/// The socket's write half and bytes already taken from the state machine that a
+/// non-blocking write could not finish; they go out before anything else.
+#[derive(Debug)]
+struct LinkWriter {
+    half: WriteHalf,
+    pending: std::collections::VecDeque<Transmit>,
+}
+
+impl LinkWriter {
+    /// Write `t` (after anything pending), blocking until the kernel took it all.
+    fn write_all(&mut self, t: &mut Transmit) -> io::Result<()> {
+        while let Some(mut p) = self.pending.pop_front() {
+            write_batch(&mut self.half, &mut p)?;
+        }
+        write_batch(&mut self.half, t)
+    }
+
+    /// Write what the kernel takes now; keep the rest (of `t` too) pending. Returns
+    /// true if nothing is left pending.
+    fn write_some(&mut self, t: Transmit) -> io::Result<bool> {
+        self.pending.push_back(t);
+        while let Some(p) = self.pending.front_mut() {
+            let r = {
+                let mut slices = Vec::with_capacity(64);
+                p.io_slices(&mut slices);
+                self.half.write_vectored_nonblocking(&slices)
+            };
+            match r {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    p.consume(n);
+                    if p.is_empty() {
+                        self.pending.pop_front();
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(true)
+    }
+}
+
+impl LinkIo {
+    fn close(&self) {
+        let _ = self.shutdown.shutdown();
+    }
+}
+
+/// Wakes the session's writer thread. A wake while the writer runs is remembered (the
+/// flag) and costs nothing more; the writer parks without spinning, which matters
+/// with many threads on few cores.
+#[derive(Default)]
+struct Waker {
+    pending: AtomicBool,
+    lock: Mutex<()>,
+    cv: Condvar,
+}
+
+impl Waker {
+    fn wake(&self) {
+        if !self.pending.swap(true, Ordering::AcqRel) {
+            // Taking the lock orders this notify after a waiter's check of the flag.
+            let _g = self.lock.lock();
+            self.cv.notify_one();
+        }
+    }
+
+    fn wait(&self, timeout: Duration) {
+        // Yield a few times first: under a steady stream the next wake usually comes
+        // within microseconds, and catching it here saves two futex calls.
+        for _ in 0..WAKE_YIELDS {
+            if self.pending.swap(false, Ordering::AcqRel) {
+                return;
+            }
+            std::thread::yield_now();
+        }
+        let mut g = self.lock.lock();
+        if !self.pending.swap(false, Ordering::AcqRel) {
+            self.cv.wait_for(&mut g, timeout);
+            self.pending.store(false, Ordering::Release);
+        }
+    }
+}
+
+/// How often a writer with nothing to do yields before it parks.
+const WAKE_YIELDS: u32 = 8;
+
+/// What one session's lock protects.
+pub(crate) struct ConnState {
+    pub(crate) proto: ProtoConn,
+    links: HashMap<LinkId, Arc<LinkIo>>,
+    connect_due: bool,
+    last_send: Option<Instant>,
+}
+
+/// A send this long after the previous one is written inline by the sending thread.
+const INLINE_AFTER_IDLE: Duration = Duration::from_micros(5);
+
+/// One session, shared by its threads and the user's handles.
+pub struct ConnShared {
+    pub(crate) id: u64,
+    pub(crate) state: Mutex<ConnState>,
+    wake: Waker,
+    closed: AtomicBool,
+    pub(crate) peer_hint: Mutex<EntityAddr>,
+    /// Where to (re)connect, for sessions we initiate.
+    pub(crate) target: Option<SocketAddr>,
+    /// This session's place in the admission counts (released when its writer exits).
+    pub(crate) slot: Mutex<Option<Slot>>,
+    /// The state this session is counted in by the stats gauges.
+    gauge: Mutex<Option<GaugeState>>,
+    /// Dispatch order: batches of events are numbered under the session lock and
+    /// dispatched strictly in that order, with no lock held during the callbacks (two
+    /// reader threads can briefly serve one session around a reconnect).
+    tickets: AtomicU64,
+    turn: Mutex<u64>,
+    turn_cv: Condvar,
+    /// Set on the loopback connection: messages go to the local delivery thread.
+    pub(crate) local: Mutex<Option<crossbeam_channel::Sender<Message>>>,
+}
+
+impl ConnShared {
+    pub(crate) fn new(
+        id: u64,
+        proto: ProtoConn,
+        peer: EntityAddr,
+        target: Option<SocketAddr>,
+    ) -> Arc<Self> {
+        Arc::new(ConnShared {
+            id,
+            state: Mutex::new(ConnState {
+                proto,
+                links: HashMap::new(),
+                connect_due: false,
+                last_send: None,
+            }),
+            wake: Waker::default(),
+            closed: AtomicBool::new(false),
+            peer_hint: Mutex::new(peer),
+            target,
+            slot: Mutex::new(None),
+            gauge: Mutex::new(None),
+            tickets: AtomicU64::new(0),
+            turn: Mutex::new(0),
+            turn_cv: Condvar::new(),
+            local: Mutex::new(None),
+        })
+    }
+
+    /// Wake the writer thread (coalesced: one pending wake is enough).
+    pub(crate) fn wake(&self) {
+        self.wake.wake();
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Number a batch of events; call with the session lock held.
+    fn ticket(&self) -> u64 {
+        self.tickets.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Run `f` when every earlier-numbered batch has been dispatched.
+    fn in_turn(&self, ticket: u64, f: impl FnOnce()) {
+        {
+            let mut turn = self.turn.lock();
+            while *turn != ticket {
+                self.turn_cv.wait(&mut turn);
+            }
+        }
+        // Pass the turn on even if a callback panics.
+        struct Next<'a>(&'a ConnShared);
+        impl Drop for Next<'_> {
+            fn drop(&mut self) {
+                *self.0.turn.lock() += 1;
+                self.0.turn_cv.notify_all();
+            }
+        }
+        let _next = Next(self);
+        f();
+    }
+}
+
+/// Write the farewell bytes of a closed link (bounded), then shut its socket.
+fn close_link(shared: &Arc<ConnShared>, link: LinkId) {
+    let mut farewell = Transmit::new();
+    let io = {
+        let mut st = shared.state.lock();
+        st.proto.poll_transmit(link, Instant::now(), &mut farewell);
+        st.links.remove(&link)
+    };
+    if let Some(io) = io {
+        if !farewell.is_empty() {
+            // Bounded: if another thread is stuck writing (a peer that stopped reading),
+            // give up on the farewell; the shutdown below unblocks that thread.
+            if let Some(mut w) = io.write.try_lock_for(Duration::from_millis(200)) {
+                let _ = w.half.set_write_timeout(Some(Duration::from_millis(200)));
+                let _ = w.write_all(&mut farewell);
+            }
+        }
+        io.close();
+    }
+}
+
+/// Write a batch, consuming it as the kernel accepts bytes.
+fn write_batch(w: &mut WriteHalf, t: &mut Transmit) -> io::Result<()> {
+    while !t.is_empty() {
+        let r = {
+            let mut slices = Vec::with_capacity(64);
+            t.io_slices(&mut slices);
+            w.write_vectored(&slices)
+        };
+        let n = match r {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        t.consume(n);
+    }
+    Ok(())
+}
+
+/// Attach a connected transport to a session as link `link_id` and start its reader.
+pub(crate) fn attach_link(
+    inner: &Arc<Inner>,
+    shared: &Arc<ConnShared>,
+    link_id: LinkId,
+    transport: Transport,
+) {
+    let shutdown = match transport.shutdown_handle() {
+        Ok(s) => s,
+        Err(e) => {
+            warn!("conn#{}: cannot clone socket: {e}", shared.id);
+            return;
+        }
+    };
+    let (read, write) = transport.split();
+    let io = Arc::new(LinkIo {
+        write: Mutex::new(LinkWriter {
+            half: write,
+            pending: std::collections::VecDeque::new(),
+        }),
+        shutdown,
+    });
+    shared.state.lock().links.insert(link_id, io);
+    spawn_reader(inner, shared.clone(), link_id, read);
+}
