@@ -444,3 +444,54 @@ fn a_departed_clients_standby_session_expires() {
     wait_until(T, || srv.stats().threads < threads_with_client);
     srv.shutdown();
 }
+
+#[test]
+fn a_chunked_message_can_be_aborted_without_closing_the_connection() {
+    use simplemsgr::proto::msgr2::AbortOutcome;
+    use simplemsgr::wire::msgr2::PROTO_FEATURE_STRUCTURED;
+    common::init_log();
+    let (d, sev) = ChannelDispatcher::new();
+    let srv = Messenger::builder("osd.0".parse().unwrap())
+        .bind("127.0.0.1:0".parse().unwrap())
+        .default_policy(Policy::stateful_server())
+        .protocol_features(PROTO_FEATURE_STRUCTURED)
+        .start(Arc::new(d))
+        .unwrap();
+    let (cd, cev) = ChannelDispatcher::new();
+    let cli = Messenger::builder("client.1".parse().unwrap())
+        .default_policy(Policy::lossless_client())
+        .protocol_features(PROTO_FEATURE_STRUCTURED)
+        .chunk_size(16 * 1024)
+        .start(Arc::new(cd))
+        .unwrap();
+    let conn = cli
+        .connect(srv.listen_addr().unwrap(), EntityType::OSD)
+        .unwrap();
+    assert!(wait_for(&cev, T, |e| matches!(e, Event::Connect(_))).is_some());
+    // 64 MiB in 16 KiB chunks: still in flight when the abort comes.
+    let big = Message::new(0x6000, vec![1u8; 16])
+        .with_data(vec![7u8; 64 << 20])
+        .with_tid(99);
+    conn.send(big).unwrap();
+    let outcome = conn.abort_send(99, 125, "cancelled by the test");
+    assert!(
+        matches!(outcome, AbortOutcome::Aborted | AbortOutcome::Dequeued),
+        "{outcome:?}"
+    );
+    assert_eq!(conn.abort_send(99, 125, "again"), AbortOutcome::NotFound);
+    conn.send(msg(1, 10)).unwrap();
+    let got = recv_messages(&sev, 1, T);
+    assert_eq!(
+        got,
+        vec![1],
+        "the small message arrives; the aborted one never does"
+    );
+    assert!(conn.is_connected(), "the connection stays open");
+    assert!(wait_for(&sev, Duration::from_millis(300), |e| matches!(
+        e,
+        Event::Message(..)
+    ))
+    .is_none());
+    cli.shutdown();
+    srv.shutdown();
+}

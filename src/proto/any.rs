@@ -124,6 +124,15 @@ impl AnyConnection {
         each!(self, c => c.mark_down(now))
     }
 
+    /// See [`msgr2::Connection::abort_send`]. v1 has no chunked messages: a v1 message
+    /// is either still queued (not abortable here) or sent whole, so this is `NotFound`.
+    pub fn abort_send(&mut self, tid: u64, code: u32, reason: &str) -> msgr2::AbortOutcome {
+        match self {
+            AnyConnection::V2(c) => c.abort_send(tid, code, reason),
+            AnyConnection::V1(_) => msgr2::AbortOutcome::NotFound,
+        }
+    }
+
     /// See [`msgr2::Connection::mark_disposable`].
     pub fn mark_disposable(&mut self) {
         each!(self, c => c.mark_disposable())

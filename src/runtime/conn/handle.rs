@@ -171,6 +171,21 @@ impl ConnectionRef {
         self.shared.state.lock().proto.mark_disposable();
     }
 
+    /// Abort the chunked message with transaction id `tid` (structured-data extension,
+    /// docs/PROTOCOL.md §7.5): if it is still queued it is dropped; if part of its data
+    /// was sent, CHUNK_ABORT(`code`, `reason`) tells the peer to discard the part, and
+    /// the connection stays open. A message already sent whole cannot be aborted.
+    pub fn abort_send(
+        &self,
+        tid: u64,
+        code: u32,
+        reason: &str,
+    ) -> crate::proto::msgr2::AbortOutcome {
+        let outcome = self.shared.state.lock().proto.abort_send(tid, code, reason);
+        self.shared.wake();
+        outcome
+    }
+
     /// True while the handshake is complete and the link is up.
     pub fn is_connected(&self) -> bool {
         if self.shared.local.lock().is_some() {
