@@ -240,13 +240,21 @@ fn synthetic(kind: AddrType) {
                 }
             } else if w[1] != w[0] + 1 {
                 lost += u64::from(w[1] - w[0] - 1);
+                eprintln!(
+                    "gap in client {c} stream {s} epoch {e}: {} -> {} (final epoch {})",
+                    w[0], w[1], final_epochs[c as usize][s as usize]
+                );
             }
         }
         if final_epochs[c as usize][s as usize] == e {
             // The final epoch must run from its first message to the last one.
             let start = final_starts[c as usize][s as usize];
-            lost += u64::from(got.first().copied().unwrap_or(start).saturating_sub(start));
-            lost += u64::from(MESSAGES - 1 - got.last().copied().unwrap_or(0));
+            let head = got.first().copied().unwrap_or(start).saturating_sub(start);
+            let tail = MESSAGES - 1 - got.last().copied().unwrap_or(0);
+            if head + tail > 0 {
+                eprintln!("final epoch of client {c} stream {s} (epoch {e}, start {start}): first {:?} last {:?}", got.first(), got.last());
+            }
+            lost += u64::from(head + tail);
         }
     }
     for (c, eps) in final_epochs.iter().enumerate() {
