@@ -67,6 +67,9 @@ fn dispatch_events(inner: &Arc<Inner>, shared: &Arc<ConnShared>, events: Vec<Pro
     if count > 0 {
         inner.dispatch_throttle.acquire(count, bytes);
     }
+    // Only events other than messages can move the session between states: a batch of
+    // messages alone needs no second look at the session (it is the hot path).
+    let state_may_change = events.len() as u64 > count;
     let mut closed = false;
     for ev in events {
         match ev {
@@ -136,7 +139,9 @@ fn dispatch_events(inner: &Arc<Inner>, shared: &Arc<ConnShared>, events: Vec<Pro
         shared.closed.store(true, Ordering::Release);
         shared.wake();
     }
-    sync_gauge(inner, shared);
+    if state_may_change {
+        sync_gauge(inner, shared);
+    }
 }
 
 /// A link closed: if it was still in its handshake, count why it failed.
