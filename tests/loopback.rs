@@ -114,3 +114,68 @@ fn large_messages_arrive_intact() {
     client.shutdown();
     server.shutdown();
 }
+
+/// A message nobody answers is still acknowledged within about `ack_delay` (2 ms):
+/// the reader wakes the parked writer for the delayed ACK when the dispatcher sent no
+/// reply to carry it (the writer otherwise sleeps up to a second).
+#[test]
+fn unanswered_message_is_acknowledged_promptly() {
+    common::init_log();
+    let (sd, server_events) = ChannelDispatcher::new();
+    let server = Messenger::builder("osd.0".parse().unwrap())
+        .bind("127.0.0.1:0".parse().unwrap())
+        .default_policy(Policy::stateful_server())
+        .start(Arc::new(sd))
+        .unwrap();
+    let (d, _events) = ChannelDispatcher::new();
+    let client = Messenger::builder("client.1".parse().unwrap())
+        .default_policy(Policy::lossless_client())
+        .start(Arc::new(d))
+        .unwrap();
+    let conn = client
+        .connect(server.listen_addr().unwrap(), EntityType::OSD)
+        .unwrap();
+    // Warm up: connected, and the server's writer has parked since.
+    conn.send(msg(0, 10)).unwrap();
+    assert_eq!(
+        recv_messages(&server_events, 1, Duration::from_secs(10)),
+        [0]
+    );
+    assert!(poll_until(Duration::from_secs(10), || conn.unacked() == 0));
+    std::thread::sleep(Duration::from_millis(50));
+    let mut slowest = Duration::ZERO;
+    for i in 1..=5 {
+        let sent = Instant::now();
+        conn.send(msg(i, 10)).unwrap();
+        assert_eq!(
+            recv_messages(&server_events, 1, Duration::from_secs(10)),
+            [i]
+        );
+        assert!(
+            poll_until(Duration::from_secs(10), || conn.unacked() == 0),
+            "message {i} never acknowledged"
+        );
+        slowest = slowest.max(sent.elapsed());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The writer's own wake-up comes after up to 1 s; a prompt ACK takes milliseconds
+    // (generous bound for a loaded CI machine).
+    assert!(
+        slowest < Duration::from_millis(500),
+        "slowest acknowledgement took {slowest:?}"
+    );
+    client.shutdown();
+    server.shutdown();
+}
+
+/// Poll `f` every millisecond until it holds or `timeout` passes.
+fn poll_until(timeout: Duration, f: impl Fn() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    f()
+}

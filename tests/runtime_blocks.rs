@@ -427,3 +427,33 @@ fn cli_bench_in_process_is_bounded() {
     );
     assert!(start.elapsed() < Duration::from_secs(30));
 }
+
+#[test]
+fn read_append_reads_exactly_n_bytes_into_a_vec_and_keeps_them_on_eof() {
+    use simplemsgr::runtime::transport::ReadAppend;
+    let cfg = Config::default();
+    let (c, mut s) = pair(&cfg);
+    let (mut rd, _wr) = Transport::new(c).unwrap().split();
+    rd.set_read_timeout(Some(WAIT)).unwrap();
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let writer = {
+        let data = data.clone();
+        thread::spawn(move || {
+            // In pieces, so the reader sees several reads.
+            for piece in data.chunks(70_000) {
+                s.write_all(piece).unwrap();
+                thread::sleep(Duration::from_millis(5));
+            }
+            s
+        })
+    };
+    let mut v = b"head".to_vec();
+    assert_eq!(rd.read_append(&mut v, 200_000).unwrap(), 200_000);
+    assert_eq!(&v[..4], b"head");
+    assert_eq!(&v[4..], &data[..200_000]);
+    // The peer closes after 100,000 more bytes: what arrived is kept and counted.
+    drop(writer.join().unwrap());
+    let mut rest = Vec::new();
+    assert_eq!(rd.read_append(&mut rest, 150_000).unwrap(), 100_000);
+    assert_eq!(rest, &data[200_000..]);
+}

@@ -25,7 +25,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 
 use super::config::FaultConfig;
-use super::transport::Shutdown;
+use super::transport::{ReadAppend, Shutdown};
 
 /// A small deterministic random generator (SplitMix64).
 ///
@@ -254,8 +254,9 @@ impl<R> FaultyReader<R> {
     }
 }
 
-impl<R: Read + Shutdown> Read for FaultyReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+impl<R: Shutdown> FaultyReader<R> {
+    /// Count one read and fail it (shutting the socket) about one time in N.
+    fn maybe_fail(&mut self) -> io::Result<()> {
         self.reads += 1;
         let n = self.inj.cfg.socket_failures;
         if n > 0 && self.rng.below(n) == 0 {
@@ -272,7 +273,21 @@ impl<R: Read + Shutdown> Read for FaultyReader<R> {
                 format!("injected socket failure (ms_inject_socket_failures={n})"),
             ));
         }
+        Ok(())
+    }
+}
+
+impl<R: Read + Shutdown> Read for FaultyReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.maybe_fail()?;
         self.inner.read(buf)
+    }
+}
+
+impl<R: ReadAppend + Shutdown> ReadAppend for FaultyReader<R> {
+    fn read_append(&mut self, v: &mut Vec<u8>, n: usize) -> io::Result<usize> {
+        self.maybe_fail()?;
+        self.inner.read_append(v, n)
     }
 }
 

@@ -154,6 +154,25 @@ impl Read for ReadHalf {
     }
 }
 
+/// Reading into a `Vec`'s spare capacity, which is never zeroed first (a large
+/// frame's bytes are written once, by the kernel).
+pub trait ReadAppend: Read {
+    /// Append `n` bytes to `v`, blocking until they are all there or the stream ends
+    /// or fails; returns how many were appended. On an error, what was read before it
+    /// is appended too.
+    fn read_append(&mut self, v: &mut Vec<u8>, n: usize) -> io::Result<usize>;
+}
+
+impl ReadAppend for ReadHalf {
+    fn read_append(&mut self, v: &mut Vec<u8>, n: usize) -> io::Result<usize> {
+        let before = v.len();
+        v.reserve(n);
+        // `Take<&TcpStream>::read_to_end` reads into uninitialized capacity.
+        (&self.stream).take(n as u64).read_to_end(v)?;
+        Ok(v.len() - before)
+    }
+}
+
 impl Shutdown for ReadHalf {
     fn shutdown(&self) -> io::Result<()> {
         shutdown_both(&self.stream)

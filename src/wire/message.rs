@@ -48,7 +48,47 @@ pub struct Message {
     pub seq: u64,
     /// The sender. Set by the protocol on receipt; ignored on send.
     pub src: EntityName,
+    /// Section CRCs computed ahead of time by the sending thread (see
+    /// [`Message::precompute_crcs`]); never part of equality or the wire.
+    crcs: CrcMemo,
 }
+
+/// The CRC of one section, with the identity (address and length) of the bytes it
+/// covers: a section replaced after the computation never meets a stale CRC.
+#[derive(Clone, Copy, Debug)]
+struct SectionCrc {
+    addr: usize,
+    len: usize,
+    crc: u32,
+}
+
+impl SectionCrc {
+    fn of(b: &Bytes) -> Self {
+        SectionCrc {
+            addr: b.as_ptr() as usize,
+            len: b.len(),
+            crc: super::ceph_crc32c(0, b),
+        }
+    }
+
+    fn covers(&self, b: &Bytes) -> bool {
+        self.addr == b.as_ptr() as usize && self.len == b.len()
+    }
+}
+
+/// Remembered section CRCs (front, middle, data), boxed so that messages without
+/// them (all small ones) stay small. Equal to every other memo: a cache is not part of
+/// a message's value.
+#[derive(Clone, Debug, Default)]
+struct CrcMemo(Option<Box<[SectionCrc; 3]>>);
+
+impl PartialEq for CrcMemo {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for CrcMemo {}
 
 impl Message {
     /// A message of type `ty` with the given front and default everything else.
@@ -65,7 +105,63 @@ impl Message {
             data: Bytes::new(),
             seq: 0,
             src: EntityName::new(super::types::EntityType::ANY, u64::MAX),
+            crcs: CrcMemo::default(),
         }
+    }
+
+    /// A received message: every field given (the protocols' decoders).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn received(
+        ty: u16,
+        priority: u16,
+        version: u16,
+        compat_version: u16,
+        tid: u64,
+        data_off: u16,
+        sections: [Bytes; 3],
+        seq: u64,
+        src: EntityName,
+    ) -> Self {
+        let [front, middle, data] = sections;
+        Message {
+            ty,
+            priority,
+            version,
+            compat_version,
+            tid,
+            data_off,
+            front,
+            middle,
+            data,
+            seq,
+            src,
+            crcs: CrcMemo::default(),
+        }
+    }
+
+    /// Compute the CRC32C (Ceph's, seed 0) of every section now, on the calling
+    /// thread, and remember them: the runtime does this in `send` for big messages
+    /// so that the writer thread (and a replay after a reconnect) only copies bytes.
+    pub(crate) fn precompute_crcs(&mut self) {
+        self.crcs = CrcMemo(Some(Box::new([
+            SectionCrc::of(&self.front),
+            SectionCrc::of(&self.middle),
+            SectionCrc::of(&self.data),
+        ])));
+    }
+
+    /// The section CRCs (front, middle, data): remembered ones where they still cover
+    /// the section, computed now otherwise.
+    pub(crate) fn section_crcs(&self) -> [u32; 3] {
+        let sections = [&self.front, &self.middle, &self.data];
+        let mut out = [0u32; 3];
+        for (i, (o, b)) in out.iter_mut().zip(sections).enumerate() {
+            *o = match self.crcs.0.as_deref().map(|m| m[i]) {
+                Some(m) if m.covers(b) => m.crc,
+                _ => super::ceph_crc32c(0, b),
+            };
+        }
+        out
     }
 
     /// Set the data section.
@@ -110,5 +206,54 @@ impl fmt::Debug for Message {
             .field("middle", &self.middle.len())
             .field("data", &self.data.len())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::ceph_crc32c;
+
+    fn sample() -> Message {
+        Message::new(7, vec![1u8; 100])
+            .with_middle(vec![2u8; 10])
+            .with_data(vec![3u8; 5000])
+    }
+
+    fn fresh(m: &Message) -> [u32; 3] {
+        [
+            ceph_crc32c(0, &m.front),
+            ceph_crc32c(0, &m.middle),
+            ceph_crc32c(0, &m.data),
+        ]
+    }
+
+    #[test]
+    fn remembered_crcs_equal_computed_ones() {
+        let mut m = sample();
+        let want = fresh(&m);
+        assert_eq!(m.section_crcs(), want, "without a memo");
+        m.precompute_crcs();
+        assert_eq!(m.section_crcs(), want, "with a memo");
+        // A clone shares the sections and the memo.
+        assert_eq!(m.clone().section_crcs(), want);
+    }
+
+    #[test]
+    fn a_section_replaced_after_precomputing_is_never_paired_with_its_old_crc() {
+        let mut m = sample();
+        m.precompute_crcs();
+        m.data = Bytes::from(vec![4u8; 5000]); // same length, other bytes
+        m.front = Bytes::from(vec![1u8; 99]); // other length
+        assert_eq!(m.section_crcs(), fresh(&m));
+        assert_ne!(m.section_crcs()[2], ceph_crc32c(0, &[3u8; 5000]));
+    }
+
+    #[test]
+    fn the_memo_is_not_part_of_equality() {
+        let a = sample();
+        let mut b = a.clone();
+        b.precompute_crcs();
+        assert_eq!(a, b);
     }
 }

@@ -7,7 +7,7 @@ use std::time::Instant;
 use log::debug;
 
 use crate::proto::msgr2::{SendError, State};
-use crate::proto::{AnyConnection as ProtoConn, LinkId};
+use crate::proto::{AnyConnection as ProtoConn, LinkId, Mode};
 use crate::wire::message::Message;
 use crate::wire::transmit::Transmit;
 use crate::wire::types::{EntityAddr, EntityType};
@@ -16,6 +16,10 @@ use super::super::messenger::Inner;
 use super::super::Error;
 
 use super::*;
+
+/// Messages with at least this many payload bytes get their CRCs computed by the
+/// sending thread (see [`ConnectionRef::send`]).
+const CRC_AHEAD_MIN: usize = 16 * 1024;
 
 /// A handle on one session with a peer: send messages, query state, mark down.
 /// Cheap to clone; all clones refer to the same session.
@@ -75,9 +79,21 @@ impl ConnectionRef {
     /// with a non-blocking write, saving the hand-off to the writer thread (latency);
     /// otherwise, and for whatever the kernel does not take at once, the writer thread
     /// sends them in its next batch (throughput). `send` never blocks on the network.
-    pub fn send(&self, msg: Message) -> Result<(), Error> {
+    pub fn send(&self, mut msg: Message) -> Result<(), Error> {
         if let Some(tx) = self.shared.local.lock().as_ref() {
             return tx.send(msg).map_err(|_| Error::Shutdown);
+        }
+        let inner = self.msgr.upgrade();
+        // A big message's section CRCs are computed here, on the sending thread and
+        // without any lock, instead of by the writer thread while it could be writing
+        // (a 1 MiB CRC takes as long as copying the bytes into the kernel). Only when
+        // the frames will carry CRCs: plain mode.
+        if msg.payload_len() >= CRC_AHEAD_MIN
+            && inner
+                .as_ref()
+                .is_some_and(|i| i.proto.crc && i.proto.mode == Mode::Plain)
+        {
+            msg.precompute_crcs();
         }
         let now = Instant::now();
         let mut out = Transmit::new();
@@ -111,9 +127,12 @@ impl ConnectionRef {
                     }
                 }
             }
-            drain(&mut st.proto, &self.shared, false)
+            // Queued for the writer: wake it only if it is parked (a working writer
+            // re-reads the queue before it parks).
+            let queued_wake = guard.is_none() && st.writer_needed(st.proto.link_id());
+            (drain(&mut st.proto, &self.shared, false), queued_wake)
         };
-        let inner = self.msgr.upgrade();
+        let (events, mut wake) = events;
         if let (Some((link, lio)), Some(mut w)) = (&io, guard.take()) {
             // Never blocks: what the kernel does not take now stays pending for the
             // writer thread, so this is safe from dispatcher callbacks too.
@@ -121,10 +140,14 @@ impl ConnectionRef {
             let r = w.write_some(out);
             drop(w);
             match r {
-                Ok(_) => {
+                Ok(all_written) => {
                     if let Some(inner) = &inner {
                         inner.stats.add_bytes_out(len);
                     }
+                    // The writer is needed only for what the kernel did not take, for
+                    // what others queued while we wrote (it may have parked because we
+                    // held the link), or for a timer that now falls due earlier.
+                    wake = !all_written || self.shared.state.lock().writer_needed(Some(*link));
                 }
                 // Not `fail` here: this may run inside a dispatch callback, and
                 // `fail`'s ordered batch would wait for the turn its caller holds
@@ -137,7 +160,9 @@ impl ConnectionRef {
             }
         }
         // The writer picks up whatever is left (and runs the timers).
-        self.shared.wake();
+        if wake {
+            self.shared.wake();
+        }
         if let Some(inner) = &inner {
             // Counted when queued: the writer sees bytes, not messages.
             inner.stats.msg_out();

@@ -146,6 +146,45 @@ pub(crate) struct ConnState {
     links: HashMap<LinkId, Arc<LinkIo>>,
     connect_due: bool,
     last_send: Option<Instant>,
+    /// When the writer thread decided to park, the instant it will wake up on its own;
+    /// `None` while it works (it re-reads the state machine before it parks again).
+    writer_parked_until: Option<Instant>,
+}
+
+impl ConnState {
+    /// Whether a change just made to the state machine needs the writer thread: it is
+    /// parked and there are bytes to send on `link`, or a timer now falls due before
+    /// the writer would wake up on its own. Waking a parked writer for nothing costs two
+    /// context switches per message on a request/response connection.
+    fn writer_needed(&self, link: Option<LinkId>) -> bool {
+        self.writer_need(link) != WriterNeed::No
+    }
+
+    /// As [`writer_needed`](Self::writer_needed), telling bytes from timers apart.
+    fn writer_need(&self, link: Option<LinkId>) -> WriterNeed {
+        let Some(until) = self.writer_parked_until else {
+            return WriterNeed::No;
+        };
+        if self.connect_due || link.is_some_and(|l| self.proto.wants_transmit(l)) {
+            WriterNeed::Bytes
+        } else if self.proto.poll_timeout().is_some_and(|t| t < until) {
+            WriterNeed::Timer
+        } else {
+            WriterNeed::No
+        }
+    }
+}
+
+/// Why a parked writer thread must be woken (see [`ConnState::writer_need`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum WriterNeed {
+    /// Nothing changed that the writer would act on before it wakes up anyway.
+    No,
+    /// Bytes to send, or a connection to make: now.
+    Bytes,
+    /// Only a timer moved earlier (typically a delayed ACK). A reader checks again
+    /// after dispatch: a reply sent from the dispatcher usually carries the ACK.
+    Timer,
 }
 
 /// A send this long after the previous one is written inline by the sending thread.
@@ -188,6 +227,7 @@ impl ConnShared {
                 links: HashMap::new(),
                 connect_due: false,
                 last_send: None,
+                writer_parked_until: None,
             }),
             wake: Waker::default(),
             closed: AtomicBool::new(false),

@@ -13,7 +13,7 @@ use crate::proto::accept::{decide, Decision};
 use crate::proto::{Error as ProtoError, Event as ProtoEvent, LinkId};
 
 use super::super::messenger::{session_key, Inner};
-use super::super::transport::ReadHalf;
+use super::super::transport::{ReadAppend, ReadHalf};
 
 use super::*;
 
@@ -44,7 +44,7 @@ fn reader_loop(inner: Arc<Inner>, mut shared: Arc<ConnShared>, link: LinkId, rea
     let faults = inner.faults.for_connection(link);
     let mut buf = BytesMut::with_capacity(SCRATCH);
     // Small reads land in a buffer zeroed once and are copied (only the bytes read);
-    // the rest of a large frame is read straight into `buf`, zeroed once per frame.
+    // the rest of a large frame is read straight into `buf`'s memory.
     // An idle connection blocks in read() with its scratch buffer, which stays
     // resident: it starts at IDLE_READ and grows to SCRATCH the first time a read
     // fills it (so an idle connection costs 4 KiB here, not 64).
@@ -54,8 +54,14 @@ fn reader_loop(inner: Arc<Inner>, mut shared: Arc<ConnShared>, link: LinkId, rea
         let start = buf.len();
         let direct = hint > SCRATCH;
         let r = if direct {
-            buf.resize(start + hint.min(MAX_DIRECT_READ), 0);
-            reader.read(&mut buf[start..])
+            // The buffered head of the frame moves into a Vec (no copy while nobody
+            // shares the buffer) and the kernel appends the rest of the frame to it,
+            // into capacity that is never zeroed: a large frame's bytes are written
+            // once.
+            let mut v = Vec::from(std::mem::take(&mut buf));
+            let r = reader.read_append(&mut v, hint.min(MAX_DIRECT_READ));
+            buf = BytesMut::from(bytes::Bytes::from(v));
+            r
         } else {
             reader.read(&mut scratch)
         };
@@ -81,9 +87,7 @@ fn reader_loop(inner: Arc<Inner>, mut shared: Arc<ConnShared>, link: LinkId, rea
                 return;
             }
         };
-        if direct {
-            buf.truncate(start + n);
-        } else {
+        if !direct {
             buf.extend_from_slice(&scratch[..n]);
             if n == scratch.len() && scratch.len() < SCRATCH {
                 scratch = vec![0u8; SCRATCH];
@@ -97,13 +101,10 @@ fn reader_loop(inner: Arc<Inner>, mut shared: Arc<ConnShared>, link: LinkId, rea
                 let mut st = shared.state.lock();
                 hint = st.proto.handle_input(link, &mut buf, Instant::now());
                 let ours = st.proto.link_id() == Some(link);
-                let wake = st
-                    .proto
-                    .link_id()
-                    .is_some_and(|l| st.proto.wants_transmit(l));
+                let wake = st.writer_need(st.proto.link_id());
                 (drain(&mut st.proto, &shared, true), ours, wake)
             };
-            if wake {
+            if wake == WriterNeed::Bytes {
                 shared.wake();
             }
             let mut adopted = None;
@@ -118,6 +119,11 @@ fn reader_loop(inner: Arc<Inner>, mut shared: Arc<ConnShared>, link: LinkId, rea
                 }
             }
             handle_events(&inner, &shared, batch);
+            // A timer that moved earlier (a delayed ACK) needs the writer only if the
+            // dispatcher did not answer: a reply carries the ACK with it.
+            if wake == WriterNeed::Timer && shared.state.lock().writer_needed(Some(link)) {
+                shared.wake();
+            }
             let adopted = adopted.and_then(|req| accept(&inner, &shared, link, req));
             let was_adopted = adopted.is_some();
             if let Some(existing) = adopted {

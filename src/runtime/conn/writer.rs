@@ -15,6 +15,9 @@ use super::super::transport::{self, Transport};
 
 use super::*;
 
+/// The longest a parked writer sleeps without a timer due.
+const MAX_PARK: Duration = Duration::from_secs(1);
+
 /// The session's writer: connect when due, write what the state machine produces,
 /// run its timers; until the session closes.
 pub(crate) fn writer_loop(inner: Arc<Inner>, shared: Arc<ConnShared>) {
@@ -65,11 +68,16 @@ pub(crate) fn writer_loop(inner: Arc<Inner>, shared: Arc<ConnShared>) {
                     guard = None;
                 }
             }
-            (
-                drain(&mut st.proto, &shared, true),
-                connect,
-                st.proto.poll_timeout(),
-            )
+            // Nothing to write and nothing to connect: the writer parks until the next
+            // timer (at most a second); threads that change the state wake it only when
+            // that matters (`ConnState::writer_needed`).
+            let parks = guard.is_none() && !connect;
+            let deadline = st
+                .proto
+                .poll_timeout()
+                .map_or(now + MAX_PARK, |d| d.min(now + MAX_PARK));
+            st.writer_parked_until = parks.then_some(deadline);
+            (drain(&mut st.proto, &shared, true), connect, deadline)
         };
         if let (Some((link, _)), Some(mut w)) = (&io, guard.take()) {
             // (the lock was taken before the session lock was released: bytes go out in
@@ -99,10 +107,9 @@ pub(crate) fn writer_loop(inner: Arc<Inner>, shared: Arc<ConnShared>) {
             }
             continue;
         }
-        let wait = deadline.map_or(Duration::from_secs(1), |d| {
-            d.saturating_duration_since(Instant::now())
-        });
-        shared.wake.wait(wait.min(Duration::from_secs(1)));
+        shared
+            .wake
+            .wait(deadline.saturating_duration_since(Instant::now()));
     }
 }
 

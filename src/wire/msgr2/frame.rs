@@ -474,9 +474,7 @@ impl Msg {
         };
         if crc {
             header.flags = MSG_FLAG_CRC;
-            header.front_crc = ceph_crc32c(0, &msg.front);
-            header.middle_crc = ceph_crc32c(0, &msg.middle);
-            header.data_crc = ceph_crc32c(0, &msg.data);
+            [header.front_crc, header.middle_crc, header.data_crc] = msg.section_crcs();
             header.header_crc = ceph_crc32c(0, &header.to_bytes()[..HEADER2_CRC_OFF]);
         }
         Msg {
@@ -491,10 +489,8 @@ impl Msg {
     /// transfer id `xid`, `data_len` = the whole data section, `data_crc` 0 (each CHUNK
     /// carries its own CRC), front and middle, and no data.
     pub fn chunked(msg: &Message, xid: u64, ack_seq: u64, src: EntityName, crc: bool) -> Msg {
-        let front_only = Message {
-            data: Bytes::new(),
-            ..msg.clone()
-        };
+        let mut front_only = msg.clone();
+        front_only.data = Bytes::new();
         let mut m = Msg::from_message(&front_only, xid, ack_seq, src, crc);
         m.header.flags |= MSG_FLAG_CHUNKED;
         m.header.data_len = u32::try_from(msg.data.len()).unwrap_or(u32::MAX);
@@ -507,19 +503,17 @@ impl Msg {
     /// The user message, with `seq` and `src` filled from the header.
     pub fn into_message(self) -> Message {
         let h = self.header;
-        Message {
-            ty: h.ty,
-            priority: h.priority,
-            version: h.version,
-            compat_version: h.compat_version,
-            tid: h.tid,
-            data_off: h.data_off,
-            front: self.front,
-            middle: self.middle,
-            data: self.data,
-            seq: h.seq,
-            src: h.src,
-        }
+        Message::received(
+            h.ty,
+            h.priority,
+            h.version,
+            h.compat_version,
+            h.tid,
+            h.data_off,
+            [self.front, self.middle, self.data],
+            h.seq,
+            h.src,
+        )
     }
 
     /// With [`MSG_FLAG_CRC`]: check all four CRCs. Without: require all four to be 0 (§6.1).

@@ -276,10 +276,11 @@ impl RawMsg {
             crc: 0,
         }
         .seal();
+        let [front_crc, middle_crc, data_crc] = m.section_crcs();
         let footer = Footer {
-            front_crc: ceph_crc32c(0, &m.front),
-            middle_crc: ceph_crc32c(0, &m.middle),
-            data_crc: ceph_crc32c(0, &m.data),
+            front_crc,
+            middle_crc,
+            data_crc,
             sig: if with_sig { Some(0) } else { None },
             flags: footer_flags::COMPLETE,
         };
@@ -320,19 +321,18 @@ impl RawMsg {
 
     /// The message as delivered to a user.
     pub fn to_message(&self) -> Message {
-        Message {
-            ty: self.header.ty,
-            priority: self.header.priority,
-            version: self.header.version,
-            compat_version: self.header.compat_version,
-            tid: self.header.tid,
-            data_off: self.header.data_off,
-            front: self.front.clone(),
-            middle: self.middle.clone(),
-            data: self.data.clone(),
-            seq: self.header.seq,
-            src: self.header.src,
-        }
+        let h = &self.header;
+        Message::received(
+            h.ty,
+            h.priority,
+            h.version,
+            h.compat_version,
+            h.tid,
+            h.data_off,
+            [self.front.clone(), self.middle.clone(), self.data.clone()],
+            h.seq,
+            h.src,
+        )
     }
 
     /// Encoded size including the tag byte.
