@@ -92,6 +92,28 @@ pub struct RunResult {
 }
 
 impl RunResult {
+    /// The result of `messages` messages of `w` in `elapsed`, with their latencies.
+    pub fn new(
+        target: &str,
+        mode: Mode,
+        w: &Workload,
+        messages: u64,
+        elapsed: Duration,
+        hist: &Histogram,
+        capped: bool,
+    ) -> Self {
+        RunResult {
+            target: target.to_string(),
+            mode,
+            workload: w.clone(),
+            messages,
+            bytes: messages * w.size as u64,
+            elapsed,
+            latency: hist.summary(),
+            capped,
+        }
+    }
+
     /// Messages per second.
     pub fn msgs_per_sec(&self) -> f64 {
         self.messages as f64 / self.elapsed.as_secs_f64().max(1e-9)

@@ -288,16 +288,15 @@ impl BenchTarget for MessengerTarget {
         for (m, _, _, _) in clients {
             m.shutdown();
         }
-        Ok(RunResult {
-            target: self.name.clone(),
-            mode: Mode::Throughput,
-            workload: w.clone(),
-            messages: acked,
-            bytes: acked * w.size as u64,
+        Ok(RunResult::new(
+            &self.name,
+            Mode::Throughput,
+            w,
+            acked,
             elapsed,
-            latency: hist.summary(),
+            &hist,
             capped,
-        })
+        ))
     }
 
     fn run_latency(&self, w: &Workload) -> Result<RunResult, String> {
@@ -348,16 +347,15 @@ impl BenchTarget for MessengerTarget {
             m.shutdown();
         }
         let n = hist.count();
-        Ok(RunResult {
-            target: self.name.clone(),
-            mode: Mode::Latency,
-            workload: w.clone(),
-            messages: n,
-            bytes: n * w.size as u64,
+        Ok(RunResult::new(
+            &self.name,
+            Mode::Latency,
+            w,
+            n,
             elapsed,
-            latency: hist.summary(),
+            &hist,
             capped,
-        })
+        ))
     }
 }
 

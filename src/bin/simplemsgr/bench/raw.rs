@@ -299,16 +299,15 @@ impl BenchTarget for RawTcp {
             acked += o.acked;
             capped |= o.capped;
         }
-        Ok(RunResult {
-            target: self.name.clone(),
-            mode: Mode::Throughput,
-            workload: w.clone(),
-            messages: acked,
-            bytes: acked * w.size as u64,
+        Ok(RunResult::new(
+            &self.name,
+            Mode::Throughput,
+            w,
+            acked,
             elapsed,
-            latency: hist.summary(),
+            &hist,
             capped,
-        })
+        ))
     }
 
     fn run_latency(&self, w: &Workload) -> Result<RunResult, String> {
@@ -326,16 +325,15 @@ impl BenchTarget for RawTcp {
             capped |= c;
         }
         let n = hist.count();
-        Ok(RunResult {
-            target: self.name.clone(),
-            mode: Mode::Latency,
-            workload: w.clone(),
-            messages: n,
-            bytes: n * w.size as u64,
+        Ok(RunResult::new(
+            &self.name,
+            Mode::Latency,
+            w,
+            n,
             elapsed,
-            latency: hist.summary(),
+            &hist,
             capped,
-        })
+        ))
     }
 }
 
