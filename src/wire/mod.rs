@@ -262,8 +262,16 @@ pub trait Codec: Sized {
 
 /// Ceph's crc32c: Castagnoli polynomial, register starts at `seed`, no inversion
 /// at either end (docs/PROTOCOL.md §5.2; `ceph_crc32c(0, "123456789") == 0x58e3fa20`).
+///
+/// Computed with `crc-fast` (carry-less multiplication, 3–4× the throughput of the
+/// crc32 instruction on large sections). Its CRC-32/ISCSI digest starts from the given
+/// register and inverts only at the end, so one more inversion gives Ceph's form.
 pub fn ceph_crc32c(seed: u32, data: &[u8]) -> u32 {
-    !crc32c::crc32c_append(!seed, data)
+    let mut digest =
+        crc_fast::Digest::new_with_init_state(crc_fast::CrcAlgorithm::Crc32Iscsi, u64::from(seed));
+    digest.update(data);
+    // The digest's value fits in 32 bits for a 32-bit CRC.
+    !(digest.finalize() as u32)
 }
 
 /// A `Debug` wrapper that prints bytes as hex, shortened past 64 bytes.
@@ -318,6 +326,44 @@ mod tests {
         assert_eq!(ceph_crc32c(0, b"123456789"), 0x58e3_fa20);
         assert_eq!(ceph_crc32c(0xffff_ffff, b"123456789"), 0x1cf9_6d7c);
         assert_eq!(ceph_crc32c(0, b""), 0);
+    }
+
+    /// The bit-at-a-time definition: reflected Castagnoli, register = seed, no inversion.
+    fn crc_reference(seed: u32, data: &[u8]) -> u32 {
+        let mut crc = seed;
+        for &b in data {
+            crc ^= u32::from(b);
+            for _ in 0..8 {
+                crc = if crc & 1 != 0 {
+                    (crc >> 1) ^ 0x82F6_3B78
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        crc
+    }
+
+    #[test]
+    fn crc_matches_the_bitwise_definition_at_every_length_and_seed() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let data: Vec<u8> = (0..70_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        for len in (0..300).chain([1023, 1024, 4095, 4096, 4097, 65_536, 70_000]) {
+            for seed in [0, 1, 0x1234_5678, 0xffff_ffff] {
+                assert_eq!(
+                    ceph_crc32c(seed, &data[..len]),
+                    crc_reference(seed, &data[..len]),
+                    "len {len} seed {seed:#x}"
+                );
+            }
+        }
     }
 
     #[test]
