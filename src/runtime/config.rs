@@ -23,6 +23,7 @@
 //! | `ms_dispatch_throttle_messages` | [`Config::dispatch_throttle_messages`] | 0 = unlimited | simplemsgr |
 //! | `ms_max_front_len` / `ms_max_middle_len` / `ms_max_data_len` | `max_*_len` | 16 MiB / 16 MiB / 512 MiB | simplemsgr (docs/PROTOCOL.md §2.3) |
 //! | `ms_crc_data`, `ms_crc_header` | [`Config::crc`] | true | Ceph (one switch here) |
+//! | `ms_chunk_yield` | [`Config::chunk_yield`] | true | simplemsgr |
 //! | `ms_max_connections` (`auto` = derived) | [`Config::max_connections`] | auto | simplemsgr |
 //! | `ms_max_handshaking` | [`Config::max_handshaking`] | 256 | simplemsgr |
 //! | `ms_max_connections_per_ip` | [`Config::max_connections_per_ip`] | 0 = unlimited | simplemsgr |
@@ -132,6 +133,15 @@ pub struct Config {
     pub max_data_len: u32,
     /// Compute and check CRCs (`ms_crc_data`, `ms_crc_header`).
     pub crc: bool,
+    /// While a large message goes out in chunks (structured data, docs/PROTOCOL.md §7),
+    /// the connection's writer yields the CPU after each chunk it writes
+    /// (`ms_chunk_yield`). On busy cores this lets the threads that carry small
+    /// messages (the peer's reader, the sending application, the reply's way back)
+    /// run between chunks, and keeps the writer from filling the socket buffers ahead
+    /// of them: small-message latency during a transfer drops from milliseconds to
+    /// about one chunk's time (BENCHMARKS.md, head-of-line blocking). Costs one
+    /// `sched_yield` per chunk; with an idle core it returns at once.
+    pub chunk_yield: bool,
     /// Most simultaneous connections (`ms_max_connections`); `None` = derived from
     /// [`ResourceLimits`](super::limits::ResourceLimits).
     pub max_connections: Option<usize>,
@@ -167,6 +177,7 @@ impl Default for Config {
             max_middle_len: (16 * MIB) as u32,
             max_data_len: (512 * MIB) as u32,
             crc: true,
+            chunk_yield: true,
             max_connections: None,
             max_handshaking: 256,
             max_connections_per_ip: 0,
@@ -238,6 +249,7 @@ pub const KEYS: &[&str] = &[
     "ms_max_data_len",
     "ms_crc_data",
     "ms_crc_header",
+    "ms_chunk_yield",
     "ms_max_connections",
     "ms_max_handshaking",
     "ms_max_connections_per_ip",
@@ -298,6 +310,7 @@ impl Config {
             "ms_max_middle_len" => self.max_middle_len = to_u32(k, parse_bytes(k, v)?)?,
             "ms_max_data_len" => self.max_data_len = to_u32(k, parse_bytes(k, v)?)?,
             "ms_crc_data" | "ms_crc_header" => self.crc = parse_bool(k, v)?,
+            "ms_chunk_yield" => self.chunk_yield = parse_bool(k, v)?,
             "ms_max_connections" => {
                 self.max_connections = match v {
                     "auto" | "none" | "" => None,
@@ -503,7 +516,7 @@ mod tests {
         let sample = |k: &str| match k {
             "name" => "osd.3",
             "ms_bind_addr" => "127.0.0.1:0, [::1]:0",
-            "ms_tcp_nodelay" | "ms_crc_data" | "ms_crc_header" => "false",
+            "ms_tcp_nodelay" | "ms_crc_data" | "ms_crc_header" | "ms_chunk_yield" => "false",
             "ms_backoff_jitter" | "ms_inject_delay_probability" => "0.5",
             "ms_max_connections" => "auto",
             _ => "128K",
