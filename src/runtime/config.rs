@@ -24,6 +24,7 @@
 //! | `ms_max_front_len` / `ms_max_middle_len` / `ms_max_data_len` | `max_*_len` | 16 MiB / 16 MiB / 512 MiB | simplemsgr (docs/PROTOCOL.md §2.3) |
 //! | `ms_crc_data`, `ms_crc_header` | [`Config::crc`] | true | Ceph (one switch here) |
 //! | `ms_chunk_yield` | [`Config::chunk_yield`] | true | simplemsgr |
+//! | `ms_chunked_sockbuf` | [`Config::chunked_sockbuf`] | 128 KiB (0 = leave the OS default) | simplemsgr |
 //! | `ms_max_connections` (`auto` = derived) | [`Config::max_connections`] | auto | simplemsgr |
 //! | `ms_max_handshaking` | [`Config::max_handshaking`] | 256 | simplemsgr |
 //! | `ms_max_connections_per_ip` | [`Config::max_connections_per_ip`] | 0 = unlimited | simplemsgr |
@@ -142,6 +143,15 @@ pub struct Config {
     /// about one chunk's time (BENCHMARKS.md, head-of-line blocking). Costs one
     /// `sched_yield` per chunk; with an idle core it returns at once.
     pub chunk_yield: bool,
+    /// SO_SNDBUF and SO_RCVBUF of a connection once a chunked message goes either way
+    /// on it (`ms_chunked_sockbuf`), for each of the two that `ms_tcp_sndbuf` /
+    /// `ms_tcp_rcvbuf` leave to the OS; 0 = keep the OS's autotuned buffers. Bytes in
+    /// the socket buffers are ahead of every small message queued behind a chunk, and
+    /// autotuning grows them to megabytes during a bulk transfer (milliseconds of
+    /// head-of-line delay); bounded, a small message waits for at most about this many
+    /// bytes at each end. It also bounds the window: on a path whose bandwidth-delay
+    /// product is larger, raise it or set the explicit buffer sizes.
+    pub chunked_sockbuf: usize,
     /// Most simultaneous connections (`ms_max_connections`); `None` = derived from
     /// [`ResourceLimits`](super::limits::ResourceLimits).
     pub max_connections: Option<usize>,
@@ -178,6 +188,7 @@ impl Default for Config {
             max_data_len: (512 * MIB) as u32,
             crc: true,
             chunk_yield: true,
+            chunked_sockbuf: 128 * KIB as usize,
             max_connections: None,
             max_handshaking: 256,
             max_connections_per_ip: 0,
@@ -250,6 +261,7 @@ pub const KEYS: &[&str] = &[
     "ms_crc_data",
     "ms_crc_header",
     "ms_chunk_yield",
+    "ms_chunked_sockbuf",
     "ms_max_connections",
     "ms_max_handshaking",
     "ms_max_connections_per_ip",
@@ -311,6 +323,7 @@ impl Config {
             "ms_max_data_len" => self.max_data_len = to_u32(k, parse_bytes(k, v)?)?,
             "ms_crc_data" | "ms_crc_header" => self.crc = parse_bool(k, v)?,
             "ms_chunk_yield" => self.chunk_yield = parse_bool(k, v)?,
+            "ms_chunked_sockbuf" => self.chunked_sockbuf = to_usize(k, parse_bytes(k, v)?)?,
             "ms_max_connections" => {
                 self.max_connections = match v {
                     "auto" | "none" | "" => None,

@@ -230,6 +230,21 @@ pub struct ShutdownHandle {
     stream: TcpStream,
 }
 
+impl ShutdownHandle {
+    /// Set SO_SNDBUF / SO_RCVBUF of the (connected) socket; `None` leaves one alone.
+    /// The kernel doubles the value and stops autotuning that buffer.
+    pub fn set_buffers(&self, snd: Option<usize>, rcv: Option<usize>) -> io::Result<()> {
+        let sock = SockRef::from(&self.stream);
+        if let Some(n) = snd {
+            sock.set_send_buffer_size(n)?;
+        }
+        if let Some(n) = rcv {
+            sock.set_recv_buffer_size(n)?;
+        }
+        Ok(())
+    }
+}
+
 impl Shutdown for ShutdownHandle {
     fn shutdown(&self) -> io::Result<()> {
         shutdown_both(&self.stream)

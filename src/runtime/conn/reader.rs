@@ -101,6 +101,11 @@ fn reader_loop(inner: Arc<Inner>, mut shared: Arc<ConnShared>, link: LinkId, rea
                     .proto
                     .link_id()
                     .is_some_and(|l| st.proto.wants_transmit(l));
+                if ours && st.proto.receiving_chunked() {
+                    if let Some(lio) = st.links.get(&link) {
+                        lio.bound_for_chunks(&inner.config, shared.id);
+                    }
+                }
                 (drain(&mut st.proto, &shared, true), ours, wake)
             };
             if wake {

@@ -80,6 +80,11 @@ pub(crate) fn writer_loop(inner: Arc<Inner>, shared: Arc<ConnShared>) {
             let r = w.write_all(&mut out);
             drop(w);
             out.clear();
+            if chunking {
+                if let Some((_, lio)) = &io {
+                    lio.bound_for_chunks(&inner.config, shared.id);
+                }
+            }
             if chunking && inner.config.chunk_yield {
                 // Between two chunks of a large message: let the threads of small
                 // messages run (see `Config::chunk_yield`). The write lock is released,

@@ -2,14 +2,26 @@
 //! connection while a 256 MiB message is in flight on the same connection, with and
 //! without the structured-data extension (docs/PROTOCOL.md §7), against the idle latency
 //! of the same connection. In-process, loopback, plain mode; bounded in time (each
-//! configuration is capped at 15 s). Both ends use 64 KiB socket buffers (`HOL_SOCKBUF`
-//! overrides, 0 = kernel default) and the default 64 KiB chunk size (`HOL_CHUNK` overrides).
+//! configuration is capped at 15 s). The messenger's default settings: OS socket
+//! buffers (which the runtime bounds to `ms_chunked_sockbuf` once chunks flow) and
+//! 64 KiB chunks.
 //!
-//! A third row is the floor: the same ping-pong over a raw TCP connection while a raw
-//! TCP bulk transfer of the same size runs on *another* connection in the same process
-//! (same socket buffers). No bytes are queued ahead of its pings, so what it measures is
-//! the cost of sharing the cores with a transfer; no framing on one connection can beat
-//! it. `HOL_MODES` picks rows (comma separated: `off`, `on`, `raw`; default all three).
+//! Rows (`HOL_MODES`, comma separated; default all four):
+//! - `off`: without the extension (seed 001 framing): a ping waits for the whole message;
+//! - `before`: with chunks, as the runtime sent them before the head-of-line work
+//!   (`ms_chunk_yield=false`, `ms_chunked_sockbuf=0`);
+//! - `on`: with chunks and the default settings;
+//! - `raw`: the floor. Ping-pong over a raw TCP connection while a raw TCP bulk transfer
+//!   runs on *another* connection in the same process, for as long as the slowest
+//!   chunked row took. No bytes are queued ahead of its pings, so it measures only the
+//!   cost of sharing the cores with a transfer; no framing on one connection beats it.
+//!
+//! The "forward leg" is the part of a round trip from `send` to the server's dispatch of
+//! the ping (one process, one clock). Overrides for experiments: `HOL_SOCKBUF` (both
+//! SO_SNDBUF and SO_RCVBUF of every socket; 0 = OS default), `HOL_SNDBUF`, `HOL_RCVBUF`
+//! (messenger sockets only), `HOL_CHUNK` (chunk size), `HOL_CHUNKED_SOCKBUF`
+//! (`ms_chunked_sockbuf` of the `on` row); `HOL_DEBUG` prints each busy ping's three
+//! legs (forward, back to the client's dispatch, to the waiting thread) on stderr.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -40,8 +52,9 @@ pub enum HolMode {
     Plain,
     /// The messenger with the structured-data extension (chunks).
     Chunked,
-    /// Chunks, with the writer's yield between chunks turned off (`ms_chunk_yield=false`).
-    ChunkedNoYield,
+    /// Chunks as the runtime sent them before the head-of-line work: no yield between
+    /// chunks and OS-tuned socket buffers (`ms_chunk_yield=false`, `ms_chunked_sockbuf=0`).
+    ChunkedBefore,
     /// Raw TCP: pings on one connection, the bulk transfer on another (the floor).
     RawFloor,
 }
@@ -158,13 +171,19 @@ pub fn measure(
             b.config_mut().tcp_sndbuf = n;
             b.config_mut().tcp_rcvbuf = n;
         }
-        b.config_mut().chunk_yield = mode != HolMode::ChunkedNoYield;
+        if mode == HolMode::ChunkedBefore {
+            b.config_mut().chunk_yield = false;
+            b.config_mut().chunked_sockbuf = 0;
+        }
         let env = |k: &str| std::env::var(k).ok().and_then(|v| v.parse().ok());
         if let Some(n) = env("HOL_SNDBUF") {
             b.config_mut().tcp_sndbuf = n;
         }
         if let Some(n) = env("HOL_RCVBUF") {
             b.config_mut().tcp_rcvbuf = n;
+        }
+        if let (Some(n), HolMode::Chunked) = (env("HOL_CHUNKED_SOCKBUF"), mode) {
+            b.config_mut().chunked_sockbuf = n;
         }
     };
     let mut sb = Messenger::builder("osd.0".parse().map_err(|_| "name")?);
@@ -252,10 +271,18 @@ pub fn measure(
     result
 }
 
-/// The floor: ping-pong on one raw TCP connection while a raw bulk transfer of `big`
-/// bytes runs on another, in this process, with the same socket buffers. Nothing is
-/// queued ahead of a ping: it only shares the cores (and the loopback) with the bulk.
-pub fn measure_raw(big: usize, idle_pings: usize, cap: Duration) -> Result<HolResult, String> {
+/// The floor: ping-pong on one raw TCP connection while a raw bulk transfer of at least
+/// `big` bytes, lasting at least `min_time`, runs on another, in this process, with the
+/// same socket buffers. Nothing is queued ahead of a ping: it only shares the cores
+/// (and the loopback) with the bulk. Raw TCP moves bytes several times faster than the
+/// messenger, so `min_time` (the messenger's transfer time) keeps the cores busy for
+/// as long, for as many chances of a scheduling delay.
+pub fn measure_raw(
+    big: usize,
+    min_time: Duration,
+    idle_pings: usize,
+    cap: Duration,
+) -> Result<HolResult, String> {
     let io = |e: std::io::Error| e.to_string();
     let ping_l = listener()?;
     let bulk_l = listener()?;
@@ -282,8 +309,9 @@ pub fn measure_raw(big: usize, idle_pings: usize, cap: Duration) -> Result<HolRe
             s.set_read_timeout(Some(Duration::from_millis(200)))?;
             let mut b = vec![0u8; 64 * 1024];
             let mut got = 0usize;
-            while got < big {
+            loop {
                 match s.read(&mut b) {
+                    Ok(0) if got >= big => break,
                     Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
                     Ok(n) => got += n,
                     Err(e) if stop_r.load(Ordering::Relaxed) => return Err(e),
@@ -319,13 +347,15 @@ pub fn measure_raw(big: usize, idle_pings: usize, cap: Duration) -> Result<HolRe
         let start = Instant::now();
         let pump = std::thread::spawn(move || -> std::io::Result<()> {
             let data = vec![0xab_u8; 64 * 1024];
-            let mut left = big;
-            while left > 0 && !stop_w.load(Ordering::Relaxed) {
-                let n = left.min(data.len());
-                b.write_all(&data[..n])?;
-                left -= n;
+            let mut sent = 0usize;
+            while (sent < big || start.elapsed() < min_time)
+                && start.elapsed() < cap
+                && !stop_w.load(Ordering::Relaxed)
+            {
+                b.write_all(&data)?;
+                sent += data.len();
             }
-            Ok(())
+            b.shutdown(std::net::Shutdown::Write)
         });
         let mut busy = Vec::new();
         let done = loop {
@@ -394,14 +424,13 @@ fn set_buffers(sock: &socket2::Socket) -> Result<(), String> {
     Ok(())
 }
 
-/// Socket buffer size for both ends (`HOL_SOCKBUF` overrides; 0 = the kernel's default).
-/// Bytes in socket buffers are ahead of any new frame whatever the framing, so the
-/// benchmark bounds them (64 KiB) for both configurations alike.
+/// Socket buffer size for both ends of every socket (`HOL_SOCKBUF`; 0 or unset = the
+/// OS default, as the messenger's default configuration).
 fn sockbuf() -> Option<usize> {
     let n = std::env::var("HOL_SOCKBUF")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(64 * 1024);
+        .unwrap_or(0);
     (n > 0).then_some(n)
 }
 
@@ -413,14 +442,14 @@ fn chunk_size() -> usize {
         .unwrap_or(64 * 1024)
 }
 
-/// The rows to run (`HOL_MODES`, comma separated `off`, `noyield`, `on`, `raw`;
+/// The rows to run (`HOL_MODES`, comma separated `off`, `before`, `on`, `raw`;
 /// default all four).
 fn modes() -> Vec<HolMode> {
-    let v = std::env::var("HOL_MODES").unwrap_or_else(|_| "off,noyield,on,raw".into());
+    let v = std::env::var("HOL_MODES").unwrap_or_else(|_| "off,before,on,raw".into());
     v.split(',')
         .filter_map(|m| match m.trim() {
             "off" => Some(HolMode::Plain),
-            "noyield" => Some(HolMode::ChunkedNoYield),
+            "before" => Some(HolMode::ChunkedBefore),
             "on" => Some(HolMode::Chunked),
             "raw" => Some(HolMode::RawFloor),
             _ => None,
@@ -437,7 +466,7 @@ pub fn table(big: usize, results: &[HolResult]) -> String {
     let mut s = format!(
         "Small-message ({PING_SIZE} B) ping-pong latency on one connection while a {} MiB message is in flight (loopback, plain mode, CRC on, socket buffers {})\n\n",
         big >> 20,
-        sockbuf().map_or("kernel default".to_string(), |n| format!("{} KiB", n >> 10))
+        sockbuf().map_or("OS default; the runtime bounds them to ms_chunked_sockbuf once chunks flow".to_string(), |n| format!("{} KiB at every socket", n >> 10))
     );
     s.push_str("| row | idle p50 ms | idle p99 ms | in-flight p50 ms | in-flight p99 ms | in-flight max ms | forward leg p50 / p99 ms | pings during transfer | transfer ms | in-flight p99 / idle p99 |\n");
     s.push_str("|---|---|---|---|---|---|---|---|---|---|\n");
@@ -458,12 +487,13 @@ pub fn table(big: usize, results: &[HolResult]) -> String {
             match r.mode {
                 HolMode::Chunked =>
                     format!("structured data on ({} KiB chunks)", chunk_size() >> 10),
-                HolMode::ChunkedNoYield => format!(
-                    "structured data on ({} KiB chunks), ms_chunk_yield=false",
+                HolMode::ChunkedBefore => format!(
+                    "structured data on ({} KiB chunks), ms_chunk_yield=false, ms_chunked_sockbuf=0 (as before)",
                     chunk_size() >> 10
                 ),
                 HolMode::Plain => "structured data off (seed 001)".to_string(),
-                HolMode::RawFloor => "floor: raw TCP, bulk on another connection".to_string(),
+                HolMode::RawFloor =>
+                    "floor: raw TCP pings, raw bulk on another connection for as long".to_string(),
             },
             ms(quantile(&r.idle, 0.5)),
             ms(ip99),
@@ -485,10 +515,19 @@ pub fn run(big: usize, idle_pings: usize) -> Result<(), String> {
     let mut results = Vec::new();
     for mode in modes() {
         results.push(match mode {
-            HolMode::Plain | HolMode::Chunked | HolMode::ChunkedNoYield => {
+            HolMode::Plain | HolMode::Chunked | HolMode::ChunkedBefore => {
                 measure(mode, big, idle_pings, cap)?
             }
-            HolMode::RawFloor => measure_raw(big, idle_pings, cap)?,
+            HolMode::RawFloor => {
+                // As long as the slowest messenger row with chunks, for a fair floor.
+                let min_time = results
+                    .iter()
+                    .filter(|r: &&HolResult| r.mode != HolMode::Plain)
+                    .map(|r| r.transfer)
+                    .max()
+                    .unwrap_or_default();
+                measure_raw(big, min_time, idle_pings, cap)?
+            }
         });
     }
     print!("{}", table(big, &results));
@@ -519,7 +558,14 @@ mod tests {
 
     #[test]
     fn raw_floor_moves_every_byte() {
-        let r = measure_raw(4 << 20, 20, Duration::from_secs(10)).unwrap();
+        let r = measure_raw(
+            4 << 20,
+            Duration::from_millis(50),
+            20,
+            Duration::from_secs(10),
+        )
+        .unwrap();
+        assert!(r.transfer >= Duration::from_millis(50));
         assert_eq!(r.idle.len(), 20);
         assert!(r.transfer > Duration::ZERO);
         assert!(table(4 << 20, &[r]).contains("| floor: raw TCP"));
