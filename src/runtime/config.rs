@@ -521,6 +521,8 @@ mod tests {
         assert_eq!(c.thread_stack_bytes, 256 * 1024);
         assert_eq!(c.dispatch_throttle_bytes, 100 << 20);
         assert_eq!(c.max_data_len, 512 << 20);
+        assert!(c.chunk_yield);
+        assert_eq!(c.chunked_sockbuf, 128 * 1024);
         assert!(!c.fault.is_active());
     }
 
@@ -547,6 +549,10 @@ mod tests {
         c.set("ms_tcp_read_timeout", "60").unwrap();
         c.set("ms_dispatch_throttle_bytes", "1M").unwrap();
         c.set("ms_inject_socket_failures", "500").unwrap();
+        c.set("ms_chunk_yield", "off").unwrap();
+        c.set("ms_chunked_sockbuf", "256K").unwrap();
+        assert!(!c.chunk_yield);
+        assert_eq!(c.chunked_sockbuf, 256 * 1024);
         assert_eq!(c.name.to_string(), "osd.3");
         assert_eq!(c.bind_addrs.len(), 2);
         assert_eq!(c.initial_backoff, Duration::from_millis(500));
