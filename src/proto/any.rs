@@ -173,6 +173,22 @@ impl AnyConnection {
         each!(self, c => c.link_id())
     }
 
+    /// See [`msgr2::Connection::sending_chunked`]; v1 has no chunked messages.
+    pub fn sending_chunked(&self) -> bool {
+        match self {
+            AnyConnection::V2(c) => c.sending_chunked(),
+            AnyConnection::V1(_) => false,
+        }
+    }
+
+    /// See [`msgr2::Connection::receiving_chunked`]; v1 has no chunked messages.
+    pub fn receiving_chunked(&self) -> bool {
+        match self {
+            AnyConnection::V2(c) => c.receiving_chunked(),
+            AnyConnection::V1(_) => false,
+        }
+    }
+
     /// See [`msgr2::Connection::wants_transmit`].
     pub fn wants_transmit(&self, id: LinkId) -> bool {
         each!(self, c => c.wants_transmit(id))

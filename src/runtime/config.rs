@@ -23,6 +23,8 @@
 //! | `ms_dispatch_throttle_messages` | [`Config::dispatch_throttle_messages`] | 0 = unlimited | simplemsgr |
 //! | `ms_max_front_len` / `ms_max_middle_len` / `ms_max_data_len` | `max_*_len` | 16 MiB / 16 MiB / 512 MiB | simplemsgr (docs/PROTOCOL.md §2.3) |
 //! | `ms_crc_data`, `ms_crc_header` | [`Config::crc`] | true | Ceph (one switch here) |
+//! | `ms_chunk_yield` | [`Config::chunk_yield`] | true | simplemsgr |
+//! | `ms_chunked_sockbuf` | [`Config::chunked_sockbuf`] | 128 KiB (0 = leave the OS default) | simplemsgr |
 //! | `ms_max_connections` (`auto` = derived) | [`Config::max_connections`] | auto | simplemsgr |
 //! | `ms_max_handshaking` | [`Config::max_handshaking`] | 256 | simplemsgr |
 //! | `ms_max_connections_per_ip` | [`Config::max_connections_per_ip`] | 0 = unlimited | simplemsgr |
@@ -132,6 +134,24 @@ pub struct Config {
     pub max_data_len: u32,
     /// Compute and check CRCs (`ms_crc_data`, `ms_crc_header`).
     pub crc: bool,
+    /// While a large message goes out in chunks (structured data, docs/PROTOCOL.md §7),
+    /// the connection's writer yields the CPU after each chunk it writes
+    /// (`ms_chunk_yield`). On busy cores this lets the threads that carry small
+    /// messages (the peer's reader, the sending application, the reply's way back)
+    /// run between chunks, and keeps the writer from filling the socket buffers ahead
+    /// of them: small-message latency during a transfer drops from milliseconds to
+    /// about one chunk's time (BENCHMARKS.md, head-of-line blocking). Costs one
+    /// `sched_yield` per chunk; with an idle core it returns at once.
+    pub chunk_yield: bool,
+    /// SO_SNDBUF and SO_RCVBUF of a connection once a chunked message goes either way
+    /// on it (`ms_chunked_sockbuf`), for each of the two that `ms_tcp_sndbuf` /
+    /// `ms_tcp_rcvbuf` leave to the OS; 0 = keep the OS's autotuned buffers. Bytes in
+    /// the socket buffers are ahead of every small message queued behind a chunk, and
+    /// autotuning grows them to megabytes during a bulk transfer (milliseconds of
+    /// head-of-line delay); bounded, a small message waits for at most about this many
+    /// bytes at each end. It also bounds the window: on a path whose bandwidth-delay
+    /// product is larger, raise it or set the explicit buffer sizes.
+    pub chunked_sockbuf: usize,
     /// Most simultaneous connections (`ms_max_connections`); `None` = derived from
     /// [`ResourceLimits`](super::limits::ResourceLimits).
     pub max_connections: Option<usize>,
@@ -167,6 +187,8 @@ impl Default for Config {
             max_middle_len: (16 * MIB) as u32,
             max_data_len: (512 * MIB) as u32,
             crc: true,
+            chunk_yield: true,
+            chunked_sockbuf: 128 * KIB as usize,
             max_connections: None,
             max_handshaking: 256,
             max_connections_per_ip: 0,
@@ -238,6 +260,8 @@ pub const KEYS: &[&str] = &[
     "ms_max_data_len",
     "ms_crc_data",
     "ms_crc_header",
+    "ms_chunk_yield",
+    "ms_chunked_sockbuf",
     "ms_max_connections",
     "ms_max_handshaking",
     "ms_max_connections_per_ip",
@@ -298,6 +322,8 @@ impl Config {
             "ms_max_middle_len" => self.max_middle_len = to_u32(k, parse_bytes(k, v)?)?,
             "ms_max_data_len" => self.max_data_len = to_u32(k, parse_bytes(k, v)?)?,
             "ms_crc_data" | "ms_crc_header" => self.crc = parse_bool(k, v)?,
+            "ms_chunk_yield" => self.chunk_yield = parse_bool(k, v)?,
+            "ms_chunked_sockbuf" => self.chunked_sockbuf = to_usize(k, parse_bytes(k, v)?)?,
             "ms_max_connections" => {
                 self.max_connections = match v {
                     "auto" | "none" | "" => None,
@@ -495,6 +521,8 @@ mod tests {
         assert_eq!(c.thread_stack_bytes, 256 * 1024);
         assert_eq!(c.dispatch_throttle_bytes, 100 << 20);
         assert_eq!(c.max_data_len, 512 << 20);
+        assert!(c.chunk_yield);
+        assert_eq!(c.chunked_sockbuf, 128 * 1024);
         assert!(!c.fault.is_active());
     }
 
@@ -503,7 +531,7 @@ mod tests {
         let sample = |k: &str| match k {
             "name" => "osd.3",
             "ms_bind_addr" => "127.0.0.1:0, [::1]:0",
-            "ms_tcp_nodelay" | "ms_crc_data" | "ms_crc_header" => "false",
+            "ms_tcp_nodelay" | "ms_crc_data" | "ms_crc_header" | "ms_chunk_yield" => "false",
             "ms_backoff_jitter" | "ms_inject_delay_probability" => "0.5",
             "ms_max_connections" => "auto",
             _ => "128K",
@@ -521,6 +549,10 @@ mod tests {
         c.set("ms_tcp_read_timeout", "60").unwrap();
         c.set("ms_dispatch_throttle_bytes", "1M").unwrap();
         c.set("ms_inject_socket_failures", "500").unwrap();
+        c.set("ms_chunk_yield", "off").unwrap();
+        c.set("ms_chunked_sockbuf", "256K").unwrap();
+        assert!(!c.chunk_yield);
+        assert_eq!(c.chunked_sockbuf, 256 * 1024);
         assert_eq!(c.name.to_string(), "osd.3");
         assert_eq!(c.bind_addrs.len(), 2);
         assert_eq!(c.initial_backoff, Duration::from_millis(500));

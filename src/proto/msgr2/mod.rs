@@ -395,6 +395,20 @@ impl Connection {
         self.link.as_ref().map(|l| l.id)
     }
 
+    /// True if a chunked message (docs/PROTOCOL.md §7.6) is being sent on the current
+    /// link: its header is out and chunks of it remain, or another waits its turn.
+    /// The runtime's writer gives up the CPU between such chunks.
+    pub fn sending_chunked(&self) -> bool {
+        self.link.as_ref().is_some_and(|l| l.chunk_tx.pending())
+    }
+
+    /// True if a chunked message is being received on the current link.
+    pub fn receiving_chunked(&self) -> bool {
+        self.link
+            .as_ref()
+            .is_some_and(|l| l.chunk_rx.current.is_some())
+    }
+
     /// True if the link `id` is current and has bytes or messages to send.
     pub fn wants_transmit(&self, id: LinkId) -> bool {
         self.farewell.iter().any(|(l, _)| *l == id)

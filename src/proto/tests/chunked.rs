@@ -195,6 +195,45 @@ fn one_batch(p: &mut Pair, c: usize) -> usize {
     bytes.len()
 }
 
+/// Move one transmit batch from A to B, as [`one_batch`], and return its frames' tags.
+fn batch_tags(p: &mut Pair, c: usize) -> Vec<Tag> {
+    let now = p.now;
+    let link = p.conn(Side::A, c).link_id().expect("A's link");
+    let mut t = crate::wire::transmit::Transmit::new();
+    assert!(p.conn(Side::A, c).poll_transmit(link, now, &mut t));
+    let bytes = t.to_vec();
+    let b = p.ep[1]
+        .conns
+        .iter_mut()
+        .find(|c| c.link_id() == Some(link))
+        .expect("B's end of the link");
+    b.handle_input(link, &mut BytesMut::from(&bytes[..]), now);
+    tags_of(&bytes)
+}
+
+#[test]
+fn a_message_queued_during_a_chunked_transfer_is_the_next_frame_out() {
+    let (mut p, c) = open_pair(Mode::Plain, true, true);
+    let b_conn = |p: &mut Pair| p.ep[1].conns.iter().any(|c| c.receiving_chunked());
+    assert!(!p.conn(Side::A, c).sending_chunked());
+    p.send(Side::A, c, big(0));
+    // Queued, not started: nothing is in flight yet.
+    assert!(!p.conn(Side::A, c).sending_chunked());
+    assert_eq!(batch_tags(&mut p, c), vec![Tag::MSG, Tag::CHUNK]);
+    assert!(p.conn(Side::A, c).sending_chunked());
+    assert!(b_conn(&mut p), "B is assembling the chunked message");
+    // Each batch holds one chunk; a message queued meanwhile goes out first in the next.
+    assert_eq!(batch_tags(&mut p, c), vec![Tag::CHUNK]);
+    p.send(Side::A, c, small(1));
+    assert_eq!(batch_tags(&mut p, c), vec![Tag::MSG, Tag::CHUNK]);
+    p.drive();
+    assert!(!p.conn(Side::A, c).sending_chunked());
+    assert!(!b_conn(&mut p), "the transfer is complete");
+    let got: Vec<u32> = p.ep[1].delivered.iter().map(index_of).collect();
+    assert_eq!(got, vec![1, 0]);
+    assert_eq!(p.ep[1].delivered[1].data, big(0).data);
+}
+
 #[test]
 fn abort_in_mid_message_keeps_the_connection() {
     let (mut p, c) = open_pair(Mode::Plain, true, true);

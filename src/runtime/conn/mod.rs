@@ -49,6 +49,8 @@ use super::transport::{Shutdown, ShutdownHandle, Transport, WriteHalf};
 pub(crate) struct LinkIo {
     write: Mutex<LinkWriter>,
     shutdown: ShutdownHandle,
+    /// Set once the socket buffers were bounded for chunked transfers.
+    chunk_bounded: AtomicBool,
 }
 
 /// The socket's write half and bytes already taken from the state machine that a
@@ -98,6 +100,20 @@ impl LinkWriter {
 impl LinkIo {
     fn close(&self) {
         let _ = self.shutdown.shutdown();
+    }
+
+    /// The first time a chunked message goes either way on this link, bound the socket
+    /// buffers that the configuration left to the OS (`Config::chunked_sockbuf`).
+    fn bound_for_chunks(&self, cfg: &super::config::Config, conn: u64) {
+        if cfg.chunked_sockbuf == 0 || self.chunk_bounded.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let n = cfg.chunked_sockbuf;
+        let snd = (cfg.tcp_sndbuf == 0).then_some(n);
+        let rcv = (cfg.tcp_rcvbuf == 0).then_some(n);
+        if let Err(e) = self.shutdown.set_buffers(snd, rcv) {
+            warn!("conn#{conn}: cannot bound the socket buffers for chunked messages: {e}");
+        }
     }
 }
 
@@ -338,6 +354,7 @@ pub(crate) fn attach_link(
             pending: std::collections::VecDeque::new(),
         }),
         shutdown,
+        chunk_bounded: AtomicBool::new(false),
     });
     shared.state.lock().links.insert(link_id, io);
     spawn_reader(inner, shared.clone(), link_id, read);

@@ -102,6 +102,11 @@ fn reader_loop(inner: Arc<Inner>, mut shared: Arc<ConnShared>, link: LinkId, rea
                 hint = st.proto.handle_input(link, &mut buf, Instant::now());
                 let ours = st.proto.link_id() == Some(link);
                 let wake = st.writer_need(st.proto.link_id());
+                if ours && st.proto.receiving_chunked() {
+                    if let Some(lio) = st.links.get(&link) {
+                        lio.bound_for_chunks(&inner.config, shared.id);
+                    }
+                }
                 (drain(&mut st.proto, &shared, true), ours, wake)
             };
             if wake == WriterNeed::Bytes {

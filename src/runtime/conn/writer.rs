@@ -49,6 +49,7 @@ pub(crate) fn writer_loop(inner: Arc<Inner>, shared: Arc<ConnShared>) {
         // when it is done.
         let mut io: Option<(LinkId, Arc<LinkIo>)> = None;
         let mut guard = None;
+        let mut chunking = false;
         let (events, connect, deadline) = {
             let mut st = shared.state.lock();
             if st.proto.poll_timeout().is_some_and(|t| t <= now) {
@@ -67,6 +68,7 @@ pub(crate) fn writer_loop(inner: Arc<Inner>, shared: Arc<ConnShared>) {
                 {
                     guard = None;
                 }
+                chunking = guard.is_some() && st.proto.sending_chunked();
             }
             // Nothing to write and nothing to connect: the writer parks until the next
             // timer (at most a second); threads that change the state wake it only when
@@ -86,6 +88,17 @@ pub(crate) fn writer_loop(inner: Arc<Inner>, shared: Arc<ConnShared>) {
             let r = w.write_all(&mut out);
             drop(w);
             out.clear();
+            if chunking {
+                if let Some((_, lio)) = &io {
+                    lio.bound_for_chunks(&inner.config, shared.id);
+                }
+            }
+            if chunking && inner.config.chunk_yield {
+                // Between two chunks of a large message: let the threads of small
+                // messages run (see `Config::chunk_yield`). The write lock is released,
+                // so a sender's inline write of a small message goes out now.
+                std::thread::yield_now();
+            }
             match r {
                 Ok(()) => inner.stats.add_bytes_out(len),
                 Err(e) => fail(

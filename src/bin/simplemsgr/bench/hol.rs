@@ -2,9 +2,30 @@
 //! connection while a 256 MiB message is in flight on the same connection, with and
 //! without the structured-data extension (docs/PROTOCOL.md §7), against the idle latency
 //! of the same connection. In-process, loopback, plain mode; bounded in time (each
-//! configuration is capped at 15 s). Both ends use 64 KiB socket buffers (`HOL_SOCKBUF`
-//! overrides, 0 = kernel default) and the default 64 KiB chunk size (`HOL_CHUNK` overrides).
+//! configuration is capped at 15 s). The messenger's default settings: OS socket
+//! buffers (which the runtime bounds to `ms_chunked_sockbuf` once chunks flow) and
+//! 64 KiB chunks.
+//!
+//! Rows (`HOL_MODES`, comma separated; default all four):
+//! - `off`: without the extension (seed 001 framing): a ping waits for the whole message;
+//! - `before`: with chunks, as the runtime sent them before the head-of-line work
+//!   (`ms_chunk_yield=false`, `ms_chunked_sockbuf=0`);
+//! - `on`: with chunks and the default settings;
+//! - `raw`: the floor. Ping-pong over a raw TCP connection while a raw TCP bulk transfer
+//!   runs on *another* connection in the same process, for as long as the slowest
+//!   chunked row took. No bytes are queued ahead of its pings, so it measures only the
+//!   cost of sharing the cores with a transfer; no framing on one connection beats it.
+//!
+//! The "forward leg" is the part of a round trip from `send` to the server's dispatch of
+//! the ping (one process, one clock). Overrides for experiments: `HOL_SOCKBUF` (both
+//! SO_SNDBUF and SO_RCVBUF of every socket; 0 = OS default), `HOL_SNDBUF`, `HOL_RCVBUF`
+//! (messenger sockets only), `HOL_CHUNK` (chunk size), `HOL_CHUNKED_SOCKBUF`
+//! (`ms_chunked_sockbuf` of the `on` row); `HOL_DEBUG` prints each busy ping's three
+//! legs (forward, back to the client's dispatch, to the waiting thread) on stderr.
 
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,15 +45,32 @@ const PING_SIZE: usize = 64;
 /// How long one ping may take before the run fails.
 const PING_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// Which transport a row measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HolMode {
+    /// The messenger without the structured-data extension (seed 001 framing).
+    Plain,
+    /// The messenger with the structured-data extension (chunks).
+    Chunked,
+    /// Chunks as the runtime sent them before the head-of-line work: no yield between
+    /// chunks and OS-tuned socket buffers (`ms_chunk_yield=false`, `ms_chunked_sockbuf=0`).
+    ChunkedBefore,
+    /// Raw TCP: pings on one connection, the bulk transfer on another (the floor).
+    RawFloor,
+}
+
 /// What one configuration measured.
 #[derive(Debug, Clone)]
 pub struct HolResult {
-    /// With the structured-data extension.
-    pub structured: bool,
+    /// What was measured.
+    pub mode: HolMode,
     /// Round trips on the idle connection.
     pub idle: Vec<Duration>,
     /// Round trips while the big message was in flight (each started before it arrived).
     pub busy: Vec<Duration>,
+    /// The forward leg of each busy round trip: from `send` to the server's dispatch
+    /// (same process, one clock); the rest of the round trip is the reply's way back.
+    pub busy_fwd: Vec<Duration>,
     /// From sending the big message to the server dispatching it.
     pub transfer: Duration,
 }
@@ -50,11 +88,13 @@ pub fn quantile(v: &[Duration], q: f64) -> Duration {
 
 struct Server {
     bulk: Sender<(Instant, Message)>,
+    arrived: Sender<(u64, Instant)>,
 }
 
 impl Dispatcher for Server {
     fn dispatch(&self, conn: &ConnectionRef, msg: Message) {
         if msg.ty == PING {
+            let _ = self.arrived.send((msg.tid, Instant::now()));
             let _ = conn.send(msg);
         } else {
             // Hand the big message over: freeing 256 MiB here would stall the dispatch
@@ -65,46 +105,85 @@ impl Dispatcher for Server {
 }
 
 struct Client {
-    echo: Sender<u64>,
+    echo: Sender<(u64, Instant)>,
 }
 
 impl Dispatcher for Client {
     fn dispatch(&self, _conn: &ConnectionRef, msg: Message) {
-        let _ = self.echo.send(msg.tid);
+        let _ = self.echo.send((msg.tid, Instant::now()));
     }
 }
 
-fn ping(conn: &ConnectionRef, echo: &Receiver<u64>, tid: u64) -> Result<Duration, String> {
+/// One round trip: its time and its forward leg (send to the server's dispatch).
+fn ping(
+    conn: &ConnectionRef,
+    echo: &Receiver<(u64, Instant)>,
+    arrived: &Receiver<(u64, Instant)>,
+    tid: u64,
+) -> Result<(Duration, Duration), String> {
     let t0 = Instant::now();
     conn.send(Message::new(PING, vec![0x5a; PING_SIZE]).with_tid(tid))
         .map_err(|e| format!("send: {e}"))?;
-    loop {
+    let back = loop {
         match echo.recv_timeout(PING_TIMEOUT.saturating_sub(t0.elapsed())) {
-            Ok(t) if t == tid => return Ok(t0.elapsed()),
+            Ok((t, at)) if t == tid => break at,
             Ok(_) => continue,
             Err(_) => return Err(format!("ping {tid}: no echo within {PING_TIMEOUT:?}")),
         }
+    };
+    let rtt = t0.elapsed();
+    // The server reported the arrival before it sent the echo.
+    let mut fwd = rtt;
+    while let Ok((t, at)) = arrived.try_recv() {
+        if t == tid {
+            fwd = at.saturating_duration_since(t0);
+            if std::env::var_os("HOL_DEBUG").is_some() {
+                eprintln!(
+                    "leg {tid} fwd {:?} back {:?} wake {:?}",
+                    fwd,
+                    back.saturating_duration_since(at),
+                    rtt.saturating_sub(back.saturating_duration_since(t0))
+                );
+            }
+        }
     }
+    Ok((rtt, fwd))
 }
 
 /// Measure one configuration: `idle_pings` round trips on the idle connection, then a
 /// `big`-byte message and back-to-back pings until the server has dispatched it.
 pub fn measure(
-    structured: bool,
+    mode: HolMode,
     big: usize,
     idle_pings: usize,
     cap: Duration,
 ) -> Result<HolResult, String> {
+    let structured = mode != HolMode::Plain;
     let features = if structured {
         PROTO_FEATURE_STRUCTURED
     } else {
         0
     };
     let (bulk_tx, bulk_rx) = bounded(4);
+    let (arrived_tx, arrived_rx) = unbounded();
     let sock = |b: &mut simplemsgr::runtime::MessengerBuilder| {
         if let Some(n) = sockbuf() {
             b.config_mut().tcp_sndbuf = n;
             b.config_mut().tcp_rcvbuf = n;
+        }
+        if mode == HolMode::ChunkedBefore {
+            b.config_mut().chunk_yield = false;
+            b.config_mut().chunked_sockbuf = 0;
+        }
+        let env = |k: &str| std::env::var(k).ok().and_then(|v| v.parse().ok());
+        if let Some(n) = env("HOL_SNDBUF") {
+            b.config_mut().tcp_sndbuf = n;
+        }
+        if let Some(n) = env("HOL_RCVBUF") {
+            b.config_mut().tcp_rcvbuf = n;
+        }
+        if let (Some(n), HolMode::Chunked) = (env("HOL_CHUNKED_SOCKBUF"), mode) {
+            b.config_mut().chunked_sockbuf = n;
         }
     };
     let mut sb = Messenger::builder("osd.0".parse().map_err(|_| "name")?);
@@ -114,7 +193,10 @@ pub fn measure(
         .bind("127.0.0.1:0".parse().map_err(|_| "addr")?)
         .default_policy(Policy::stateful_server())
         .protocol_features(features)
-        .start(Arc::new(Server { bulk: bulk_tx }))
+        .start(Arc::new(Server {
+            bulk: bulk_tx,
+            arrived: arrived_tx,
+        }))
         .map_err(|e| format!("server: {e}"))?;
     let (echo_tx, echo_rx) = unbounded();
     let mut cb = Messenger::builder("client.1".parse().map_err(|_| "name")?);
@@ -134,7 +216,7 @@ pub fn measure(
         let mut idle = Vec::with_capacity(idle_pings);
         for _ in 0..idle_pings {
             tid += 1;
-            idle.push(ping(&conn, &echo_rx, tid)?);
+            idle.push(ping(&conn, &echo_rx, &arrived_rx, tid)?.0);
         }
         let data = bytes::Bytes::from(vec![0xab_u8; big]);
         // The application keeps its buffer, so the messenger's last reference (dropped
@@ -144,6 +226,7 @@ pub fn measure(
         conn.send(Message::new(BULK, vec![0u8; 16]).with_data(data))
             .map_err(|e| format!("send bulk: {e}"))?;
         let mut busy = Vec::new();
+        let mut busy_fwd = Vec::new();
         let (transfer, got) = loop {
             if let Ok((t, m)) = bulk_rx.try_recv() {
                 break (t.saturating_duration_since(start), m);
@@ -153,16 +236,20 @@ pub fn measure(
             }
             tid += 1;
             let sent = Instant::now();
-            let rtt = ping(&conn, &echo_rx, tid)?;
+            let (rtt, fwd) = ping(&conn, &echo_rx, &arrived_rx, tid)?;
             // Count only pings that started while the big message was still in flight.
             match bulk_rx.try_recv() {
                 Ok((t, m)) => {
                     if t >= sent {
                         busy.push(rtt);
+                        busy_fwd.push(fwd);
                     }
                     break (t.saturating_duration_since(start), m);
                 }
-                Err(_) => busy.push(rtt),
+                Err(_) => {
+                    busy.push(rtt);
+                    busy_fwd.push(fwd);
+                }
             }
         };
         if got.data.len() != big || got.data != keep {
@@ -170,9 +257,10 @@ pub fn measure(
         }
         drop((got, keep));
         Ok(HolResult {
-            structured,
+            mode,
             idle,
             busy,
+            busy_fwd,
             transfer,
         })
     })();
@@ -183,14 +271,166 @@ pub fn measure(
     result
 }
 
-/// Socket buffer size for both ends (`HOL_SOCKBUF` overrides; 0 = the kernel's default).
-/// Bytes in socket buffers are ahead of any new frame whatever the framing, so the
-/// benchmark bounds them (64 KiB) for both configurations alike.
+/// The floor: ping-pong on one raw TCP connection while a raw bulk transfer of at least
+/// `big` bytes, lasting at least `min_time`, runs on another, in this process, with the
+/// same socket buffers. Nothing is queued ahead of a ping: it only shares the cores
+/// (and the loopback) with the bulk. Raw TCP moves bytes several times faster than the
+/// messenger, so `min_time` (the messenger's transfer time) keeps the cores busy for
+/// as long, for as many chances of a scheduling delay.
+pub fn measure_raw(
+    big: usize,
+    min_time: Duration,
+    idle_pings: usize,
+    cap: Duration,
+) -> Result<HolResult, String> {
+    let io = |e: std::io::Error| e.to_string();
+    let ping_l = listener()?;
+    let bulk_l = listener()?;
+    let ping_addr = ping_l.local_addr().map_err(io)?;
+    let bulk_addr = bulk_l.local_addr().map_err(io)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    // Echo: 64 bytes in, the same 64 back, until the client closes.
+    let echo = std::thread::spawn(move || -> std::io::Result<()> {
+        let (mut s, _) = ping_l.accept()?;
+        s.set_nodelay(true)?;
+        s.set_read_timeout(Some(PING_TIMEOUT))?;
+        let mut b = [0u8; PING_SIZE];
+        while s.read_exact(&mut b).is_ok() {
+            s.write_all(&b)?;
+        }
+        Ok(())
+    });
+    // Bulk receiver: read everything, report when the last byte arrived.
+    let (done_tx, done_rx) = bounded::<Result<Instant, String>>(1);
+    let stop_r = stop.clone();
+    let sink = std::thread::spawn(move || {
+        let r = (|| -> std::io::Result<Instant> {
+            let (mut s, _) = bulk_l.accept()?;
+            s.set_read_timeout(Some(Duration::from_millis(200)))?;
+            let mut b = vec![0u8; 64 * 1024];
+            let mut got = 0usize;
+            loop {
+                match s.read(&mut b) {
+                    Ok(0) if got >= big => break,
+                    Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+                    Ok(n) => got += n,
+                    Err(e) if stop_r.load(Ordering::Relaxed) => return Err(e),
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(Instant::now())
+        })();
+        let _ = done_tx.send(r.map_err(|e| e.to_string()));
+    });
+    let result = (|| {
+        let mut p = connect(ping_addr)?;
+        p.set_nodelay(true).map_err(io)?;
+        p.set_read_timeout(Some(PING_TIMEOUT)).map_err(io)?;
+        let rt = |p: &mut TcpStream| -> Result<Duration, String> {
+            let t0 = Instant::now();
+            p.write_all(&[0x5a; PING_SIZE]).map_err(io)?;
+            let mut b = [0u8; PING_SIZE];
+            p.read_exact(&mut b).map_err(io)?;
+            Ok(t0.elapsed())
+        };
+        let mut idle = Vec::with_capacity(idle_pings);
+        for _ in 0..idle_pings {
+            idle.push(rt(&mut p)?);
+        }
+        let mut b = connect(bulk_addr)?;
+        let stop_w = stop.clone();
+        let start = Instant::now();
+        let pump = std::thread::spawn(move || -> std::io::Result<()> {
+            let data = vec![0xab_u8; 64 * 1024];
+            let mut sent = 0usize;
+            while (sent < big || start.elapsed() < min_time)
+                && start.elapsed() < cap
+                && !stop_w.load(Ordering::Relaxed)
+            {
+                b.write_all(&data)?;
+                sent += data.len();
+            }
+            b.shutdown(std::net::Shutdown::Write)
+        });
+        let mut busy = Vec::new();
+        let done = loop {
+            if let Ok(r) = done_rx.try_recv() {
+                break r?;
+            }
+            if start.elapsed() > cap {
+                return Err(format!(
+                    "the raw {big}-byte transfer took longer than {cap:?}"
+                ));
+            }
+            let sent = Instant::now();
+            let d = rt(&mut p)?;
+            match done_rx.try_recv() {
+                Ok(r) => {
+                    let t = r?;
+                    if t >= sent {
+                        busy.push(d);
+                    }
+                    break t;
+                }
+                Err(_) => busy.push(d),
+            }
+        };
+        let _ = pump.join();
+        Ok(HolResult {
+            mode: HolMode::RawFloor,
+            idle,
+            busy_fwd: Vec::new(),
+            busy,
+            transfer: done.saturating_duration_since(start),
+        })
+    })();
+    stop.store(true, Ordering::Relaxed);
+    let _ = sink.join();
+    let _ = echo.join();
+    result
+}
+
+/// A loopback listener with the benchmark's socket buffers (inherited when accepted).
+fn listener() -> Result<TcpListener, String> {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+        .map_err(|e| e.to_string())?;
+    set_buffers(&sock)?;
+    let addr: std::net::SocketAddr = "127.0.0.1:0".parse().map_err(|_| "addr")?;
+    sock.bind(&addr.into()).map_err(|e| e.to_string())?;
+    sock.listen(4).map_err(|e| e.to_string())?;
+    Ok(sock.into())
+}
+
+/// A loopback connection with the benchmark's socket buffers.
+fn connect(addr: std::net::SocketAddr) -> Result<TcpStream, String> {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+        .map_err(|e| e.to_string())?;
+    set_buffers(&sock)?;
+    sock.connect_timeout(&addr.into(), Duration::from_secs(5))
+        .map_err(|e| e.to_string())?;
+    Ok(sock.into())
+}
+
+fn set_buffers(sock: &socket2::Socket) -> Result<(), String> {
+    if let Some(n) = sockbuf() {
+        sock.set_send_buffer_size(n).map_err(|e| e.to_string())?;
+        sock.set_recv_buffer_size(n).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// Socket buffer size for both ends of every socket (`HOL_SOCKBUF`; 0 or unset = the
+/// OS default, as the messenger's default configuration).
 fn sockbuf() -> Option<usize> {
     let n = std::env::var("HOL_SOCKBUF")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(64 * 1024);
+        .unwrap_or(0);
     (n > 0).then_some(n)
 }
 
@@ -202,34 +442,65 @@ fn chunk_size() -> usize {
         .unwrap_or(64 * 1024)
 }
 
+/// The rows to run (`HOL_MODES`, comma separated `off`, `before`, `on`, `raw`;
+/// default all four).
+fn modes() -> Vec<HolMode> {
+    let v = std::env::var("HOL_MODES").unwrap_or_else(|_| "off,before,on,raw".into());
+    v.split(',')
+        .filter_map(|m| match m.trim() {
+            "off" => Some(HolMode::Plain),
+            "before" => Some(HolMode::ChunkedBefore),
+            "on" => Some(HolMode::Chunked),
+            "raw" => Some(HolMode::RawFloor),
+            _ => None,
+        })
+        .collect()
+}
+
 fn ms(d: Duration) -> String {
     format!("{:.3}", d.as_secs_f64() * 1e3)
 }
 
-/// The Markdown table of both configurations.
+/// The Markdown table of the measured rows.
 pub fn table(big: usize, results: &[HolResult]) -> String {
     let mut s = format!(
         "Small-message ({PING_SIZE} B) ping-pong latency on one connection while a {} MiB message is in flight (loopback, plain mode, CRC on, socket buffers {})\n\n",
         big >> 20,
-        sockbuf().map_or("kernel default".to_string(), |n| format!("{} KiB", n >> 10))
+        sockbuf().map_or("OS default; the runtime bounds them to ms_chunked_sockbuf once chunks flow".to_string(), |n| format!("{} KiB at every socket", n >> 10))
     );
-    s.push_str("| structured data | idle p50 ms | idle p99 ms | in-flight p50 ms | in-flight p99 ms | in-flight max ms | pings during transfer | transfer ms | in-flight p99 / idle p99 |\n");
-    s.push_str("|---|---|---|---|---|---|---|---|---|\n");
+    s.push_str("| row | idle p50 ms | idle p99 ms | in-flight p50 ms | in-flight p99 ms | in-flight max ms | forward leg p50 / p99 ms | pings during transfer | transfer ms | in-flight p99 / idle p99 |\n");
+    s.push_str("|---|---|---|---|---|---|---|---|---|---|\n");
     for r in results {
         let ip99 = quantile(&r.idle, 0.99);
         let bp99 = quantile(&r.busy, 0.99);
+        let fwd = if r.busy_fwd.is_empty() {
+            "–".to_string()
+        } else {
+            format!(
+                "{} / {}",
+                ms(quantile(&r.busy_fwd, 0.5)),
+                ms(quantile(&r.busy_fwd, 0.99))
+            )
+        };
         s.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {:.1}× |\n",
-            if r.structured {
-                format!("on ({} KiB chunks)", chunk_size() >> 10)
-            } else {
-                "off (seed 001)".to_string()
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1}× |\n",
+            match r.mode {
+                HolMode::Chunked =>
+                    format!("structured data on ({} KiB chunks)", chunk_size() >> 10),
+                HolMode::ChunkedBefore => format!(
+                    "structured data on ({} KiB chunks), ms_chunk_yield=false, ms_chunked_sockbuf=0 (as before)",
+                    chunk_size() >> 10
+                ),
+                HolMode::Plain => "structured data off (seed 001)".to_string(),
+                HolMode::RawFloor =>
+                    "floor: raw TCP pings, raw bulk on another connection for as long".to_string(),
             },
             ms(quantile(&r.idle, 0.5)),
             ms(ip99),
             ms(quantile(&r.busy, 0.5)),
             ms(bp99),
             ms(quantile(&r.busy, 1.0)),
+            fwd,
             r.busy.len(),
             ms(r.transfer),
             bp99.as_secs_f64() / ip99.as_secs_f64().max(1e-9),
@@ -238,16 +509,26 @@ pub fn table(big: usize, results: &[HolResult]) -> String {
     s
 }
 
-/// Run both configurations and print the table.
+/// Run the rows (`HOL_MODES`) and print the table.
 pub fn run(big: usize, idle_pings: usize) -> Result<(), String> {
+    let cap = Duration::from_secs(15);
     let mut results = Vec::new();
-    for structured in [false, true] {
-        results.push(measure(
-            structured,
-            big,
-            idle_pings,
-            Duration::from_secs(15),
-        )?);
+    for mode in modes() {
+        results.push(match mode {
+            HolMode::Plain | HolMode::Chunked | HolMode::ChunkedBefore => {
+                measure(mode, big, idle_pings, cap)?
+            }
+            HolMode::RawFloor => {
+                // As long as the slowest messenger row with chunks, for a fair floor.
+                let min_time = results
+                    .iter()
+                    .filter(|r: &&HolResult| r.mode != HolMode::Plain)
+                    .map(|r| r.transfer)
+                    .max()
+                    .unwrap_or_default();
+                measure_raw(big, min_time, idle_pings, cap)?
+            }
+        });
     }
     print!("{}", table(big, &results));
     Ok(())
@@ -267,9 +548,26 @@ mod tests {
 
     #[test]
     fn small_run_measures_both_modes() {
-        let r = measure(true, 4 << 20, 20, Duration::from_secs(10)).unwrap();
+        let r = measure(HolMode::Chunked, 4 << 20, 20, Duration::from_secs(10)).unwrap();
         assert_eq!(r.idle.len(), 20);
         assert!(r.transfer > Duration::ZERO);
-        assert!(table(4 << 20, &[r]).contains("| on ("));
+        assert!(!r.busy_fwd.is_empty() || r.busy.is_empty());
+        assert!(r.busy_fwd.iter().zip(&r.busy).all(|(f, b)| f <= b));
+        assert!(table(4 << 20, &[r]).contains("| structured data on ("));
+    }
+
+    #[test]
+    fn raw_floor_moves_every_byte() {
+        let r = measure_raw(
+            4 << 20,
+            Duration::from_millis(50),
+            20,
+            Duration::from_secs(10),
+        )
+        .unwrap();
+        assert!(r.transfer >= Duration::from_millis(50));
+        assert_eq!(r.idle.len(), 20);
+        assert!(r.transfer > Duration::ZERO);
+        assert!(table(4 << 20, &[r]).contains("| floor: raw TCP"));
     }
 }
