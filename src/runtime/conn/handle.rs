@@ -110,7 +110,7 @@ impl ConnectionRef {
             // nothing we sent is still unacknowledged (request/response: each reply
             // acknowledges the request) and no burst is under way. Streams are left to
             // the writer thread, which batches (throughput).
-            let sparse = st.proto.session().unacked() <= 1
+            let sparse = st.proto.session().unacked() == 0
                 && st.last_send.map_or(true, |t| {
                     now.saturating_duration_since(t) >= INLINE_AFTER_IDLE
                 });
