@@ -1103,13 +1103,16 @@ impl V1SessionConn {
         };
         link.push(&reply);
         link.connect = Some(c);
-        // The session is established from here on (Ceph registers it and opens it
-        // before the SEQ exchange): a client that read our SEQ is open and sends its
-        // messages, so a link lost before its in_seq arrives must leave the session in
-        // standby for the client to resume, never closed (a new session still
-        // `Accepting` would be, and the resume answered RESETSESSION, which drops
-        // what the client had sent).
-        self.state = State::Open;
+        // A lossless session is established from here on (Ceph registers and opens
+        // it before the SEQ exchange): a client that read our SEQ is open and sends
+        // its messages, so a link lost before its in_seq arrives must leave the
+        // session in standby for the client to resume. A new session still
+        // `Accepting` would be closed instead, and the client's resume answered
+        // RESETSESSION, which drops what it had sent. (A lossy one keeps nothing to
+        // resume: it stays as it was until the exchange completes.)
+        if !lossy {
+            self.state = State::Open;
+        }
         if seq {
             let mut b = Vec::with_capacity(8);
             b.put_le64(in_seq);
