@@ -288,8 +288,11 @@ fn synthetic(kind: AddrType) {
     }
     for (c, eps) in final_epochs.iter().enumerate() {
         for (s, e) in eps.iter().enumerate() {
-            if !by_stream.contains_key(&(c as u32, s as u32, *e)) {
-                lost += u64::from(messages);
+            let key = (c as u32, s as u32, *e);
+            if !by_stream.contains_key(&key) {
+                let start = epoch_starts.get(&key).copied().unwrap_or(0);
+                eprintln!("final epoch of client {c} stream {s} (epoch {e}, start {start}): nothing delivered");
+                lost += u64::from(messages - start);
             }
         }
     }
