@@ -1103,6 +1103,16 @@ impl V1SessionConn {
         };
         link.push(&reply);
         link.connect = Some(c);
+        // A lossless session is established from here on (Ceph registers and opens
+        // it before the SEQ exchange): a client that read our SEQ is open and sends
+        // its messages, so a link lost before its in_seq arrives must leave the
+        // session in standby for the client to resume. A new session still
+        // `Accepting` would be closed instead, and the client's resume answered
+        // RESETSESSION, which drops what it had sent. (A lossy one keeps nothing to
+        // resume: it stays as it was until the exchange completes.)
+        if !lossy {
+            self.state = State::Open;
+        }
         if seq {
             let mut b = Vec::with_capacity(8);
             b.put_le64(in_seq);
@@ -1543,6 +1553,75 @@ mod tests {
         assert_eq!(got, vec![1, 2, 3]);
         // The server's session survived: one session, sequence continues.
         assert_eq!(w.server.as_ref().unwrap().session().in_seq(), 4);
+    }
+
+    #[test]
+    fn a_new_session_survives_a_link_lost_during_the_seq_exchange() {
+        // The server answers a new session's connect with SEQ and waits for the
+        // client's in_seq; the client opens at once and sends its in_seq with its first
+        // messages. If the link dies before those bytes reach the server, the server
+        // must keep the session (as Ceph, which registers it before the SEQ exchange):
+        // the client resumes it, and a RESETSESSION would drop the messages it sent.
+        let mut w = World::new();
+        for i in 0..3 {
+            w.client.send(m(i)).unwrap();
+        }
+        let now = w.now;
+        let link = w.next_link;
+        w.next_link += 1;
+        w.client.start_link(link, now);
+        let scfg = cfg("osd.0", 6800, 9, Policy::stateful_server());
+        let mut inc = V1SessionConn::incoming(
+            scfg.clone(),
+            Box::new(SeededRng::new(link)),
+            link,
+            CLIENT_ADDR,
+            now,
+        );
+        // Banner, server hello, client address, connect.
+        pump(&mut w.client, &mut inc, link, now);
+        pump(&mut inc, &mut w.client, link, now);
+        pump(&mut w.client, &mut inc, link, now);
+        let req = request(&events(&mut inc)).expect("an accept request");
+        let my = scfg.addrs.0[0];
+        let decision = decide(None, &req.attempt, &req.peer_addr, &my, true);
+        assert_eq!(decision, Decision::New);
+        inc.decide_accept(decision, now);
+        // SEQ and the server's in_seq reach the client, which opens...
+        pump(&mut inc, &mut w.client, link, now);
+        assert!(events(&mut w.client)
+            .iter()
+            .any(|e| matches!(e, Event::Connected { resumed: false })));
+        // ...and sends its in_seq and the three messages, which the link loses.
+        let mut t = Transmit::new();
+        assert!(w.client.poll_transmit(link, now, &mut t));
+        assert_eq!(w.client.session().unacked(), 3);
+        w.client
+            .link_failed(link, Error::Transport("cut".into()), now);
+        inc.link_failed(link, Error::Transport("cut".into()), now);
+        assert_eq!(
+            inc.state(),
+            State::Standby,
+            "the server keeps the session it answered with SEQ"
+        );
+        assert!(inc.existing_view().is_some());
+        w.server = Some(inc);
+        events(&mut w.client);
+        w.client.handle_timeout(now);
+        let (cev, sev) = w.connect();
+        assert!(
+            !cev.iter().any(|e| matches!(e, Event::RemoteReset)),
+            "{cev:?}"
+        );
+        assert!(
+            cev.iter()
+                .any(|e| matches!(e, Event::Connected { resumed: true })),
+            "{cev:?}"
+        );
+        let (_, sev2) = w.exchange();
+        let mut got = delivered(&sev);
+        got.extend(delivered(&sev2));
+        assert_eq!(got, vec![0, 1, 2], "nothing lost");
     }
 
     #[test]
