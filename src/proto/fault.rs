@@ -10,46 +10,28 @@
 //!   shortened by a random fraction of up to `backoff_jitter` (default 20%), so that
 //!   many clients do not return in lock-step.
 
-use std::collections::VecDeque;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use crate::crypto::Random;
-
+use super::core::SessionCore;
 use super::event::{Error, Event};
 use super::msgr2::State;
-use super::policy::Policy;
-use super::session::Session;
-use super::ProtoConfig;
-
-/// The parts of a session machine the fault rule reads and changes.
-pub(crate) struct SessionParts<'a> {
-    pub(crate) state: &'a mut State,
-    pub(crate) session: &'a mut Session,
-    pub(crate) policy: &'a Policy,
-    pub(crate) events: &'a mut VecDeque<Event>,
-    pub(crate) reconnect_at: &'a mut Option<Instant>,
-    pub(crate) standby_until: &'a mut Option<Instant>,
-    pub(crate) backoff: &'a mut Duration,
-    pub(crate) cfg: &'a ProtoConfig,
-    pub(crate) rng: &'a mut dyn Random,
-}
 
 /// Apply the rule after the link closed with `error`; `was_open` tells whether the
 /// handshake had completed on it.
-pub(crate) fn after_link_loss(p: SessionParts<'_>, error: Error, was_open: bool, now: Instant) {
-    if matches!(*p.state, State::Accepting | State::Closed) {
-        *p.state = State::Closed;
+pub(crate) fn after_link_loss(p: &mut SessionCore, error: Error, was_open: bool, now: Instant) {
+    if matches!(p.state, State::Accepting | State::Closed) {
+        p.state = State::Closed;
         return;
     }
     if error.is_permanent() && !was_open {
         p.session.reset(0);
-        *p.state = State::Closed;
+        p.state = State::Closed;
         p.events.push_back(Event::Refused(error));
         return;
     }
     if p.session.lossy {
         p.session.reset(0);
-        *p.state = State::Closed;
+        p.state = State::Closed;
         p.events.push_back(Event::Reset);
         return;
     }
@@ -57,27 +39,27 @@ pub(crate) fn after_link_loss(p: SessionParts<'_>, error: Error, was_open: bool,
     if was_open && p.session.connect_seq > 0 && !p.policy.server {
         p.session.connect_seq += 1;
     }
-    if p.policy.server || (p.policy.standby && !p.session.has_outgoing() && *p.state != State::Wait)
+    if p.policy.server || (p.policy.standby && !p.session.has_outgoing() && p.state != State::Wait)
     {
-        *p.state = State::Standby;
+        p.state = State::Standby;
         // A server never reconnects: if the peer does not come back, the session would
         // wait forever (holding its thread and its connection slot); it expires instead.
-        *p.standby_until = p.policy.server.then(|| now + p.cfg.standby_timeout);
+        p.standby_until = p.policy.server.then(|| now + p.cfg.standby_timeout);
         return;
     }
-    if *p.state == State::Wait {
+    if p.state == State::Wait {
         // The peer said its connection wins; if it never comes, try again later.
-        *p.reconnect_at = Some(now + p.cfg.backoff_max.min(*p.backoff * 4));
+        p.reconnect_at = Some(now + p.cfg.backoff_max.min(p.backoff * 4));
         return;
     }
-    *p.state = State::Connecting;
+    p.state = State::Connecting;
     // Jitter (`ProtoConfig::backoff_jitter`, fraction `j`; `u` uniform in 0..=1): many
     // clients that lose one server at once must not come back in lock-step.
     if was_open {
         // The first attempt at once (as Ceph): if the peer is gone it fails fast, and
         // the jittered backoff below spreads the attempts that follow.
-        *p.backoff = p.cfg.backoff_initial;
-        *p.reconnect_at = Some(now);
+        p.backoff = p.cfg.backoff_initial;
+        p.reconnect_at = Some(now);
     } else {
         // Each later delay is shortened by a random fraction of up to j.
         let j = p.cfg.backoff_jitter.clamp(0.0, 1.0);
@@ -86,22 +68,18 @@ pub(crate) fn after_link_loss(p: SessionParts<'_>, error: Error, was_open: bool,
             p.rng.fill(&mut b);
             f64::from(u16::from_le_bytes(b)) / f64::from(u16::MAX)
         };
-        *p.reconnect_at = Some(now + p.backoff.mul_f64(1.0 - j * u));
-        *p.backoff = (*p.backoff * 2).min(p.cfg.backoff_max);
+        p.reconnect_at = Some(now + p.backoff.mul_f64(1.0 - j * u));
+        p.backoff = (p.backoff * 2).min(p.cfg.backoff_max);
     }
 }
 
 /// A `server` session that waited in standby longer than `standby_timeout` for its peer
 /// to come back ends like a lost lossy session: reset, and reported with
 /// [`Event::Reset`]. A peer that returns later is told RESET and reports a remote reset.
-pub(crate) fn standby_expired(
-    state: &mut State,
-    session: &mut Session,
-    events: &mut VecDeque<Event>,
-) {
-    if *state == State::Standby {
-        session.reset(0);
-        *state = State::Closed;
-        events.push_back(Event::Reset);
+pub(crate) fn standby_expired(p: &mut SessionCore) {
+    if p.state == State::Standby {
+        p.session.reset(0);
+        p.state = State::Closed;
+        p.events.push_back(Event::Reset);
     }
 }

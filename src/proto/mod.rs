@@ -26,6 +26,7 @@
 
 pub mod accept;
 pub mod any;
+pub(crate) mod core;
 pub mod event;
 pub(crate) mod fault;
 pub mod msgr2;

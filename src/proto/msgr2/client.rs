@@ -20,11 +20,11 @@ impl Connection {
     /// The client's first flight: banner, AUTH_SET_METHOD and the first AUTH, without
     /// waiting for the server; with NONE also AUTH_DONE, IDENT and START/RECONNECT.
     pub(super) fn client_start(&mut self, now: Instant) -> Result<(), Error> {
-        let banner = our_banner(&self.cfg);
+        let banner = our_banner(&self.core.cfg);
         let method = self
             .preferred_method
-            .filter(|m| self.cfg.auth.client_methods.iter().any(|c| c.0 == *m))
-            .or_else(|| self.cfg.auth.client_methods.first().map(|m| m.0))
+            .filter(|m| self.core.cfg.auth.client_methods.iter().any(|c| c.0 == *m))
+            .or_else(|| self.core.cfg.auth.client_methods.first().map(|m| m.0))
             .ok_or(Error::NoCommonAuthMethod {
                 offered: Vec::new(),
             })?;
@@ -35,8 +35,8 @@ impl Connection {
     }
 
     fn client_set_method(&mut self, method: u32, now: Instant) -> Result<(), Error> {
-        let mut auth = self.cfg.auth.client_for(Method(method))?;
-        let first = auth.start(&mut *self.rng);
+        let mut auth = self.core.cfg.auth.client_for(Method(method))?;
+        let first = auth.start(&mut *self.core.rng);
         let done = method == AUTH_NONE;
         if let Some(link) = &mut self.link {
             link.method = method;
@@ -58,7 +58,7 @@ impl Connection {
     /// The method finished on our side: derive keys, send AUTH_DONE, switch our
     /// direction to its protection, and pipeline IDENT and START/RECONNECT.
     fn client_auth_complete(&mut self, _now: Instant) -> Result<(), Error> {
-        let mode = self.cfg.mode;
+        let mode = self.core.cfg.mode;
         let Some(link) = &mut self.link else {
             return Ok(());
         };
@@ -79,16 +79,16 @@ impl Connection {
                 out
             });
             let keys = derive_keys(&session_key, &t_c, &t_s);
-            crate::crypto::log_keys(self.cfg.key_log.as_deref(), &keys, &t_c, &t_s);
+            crate::crypto::log_keys(self.core.cfg.key_log.as_deref(), &keys, &t_c, &t_s);
             let flags = mode.flags();
             let sig = keys.auth_done_signature(true, flags);
             link.keys = Some(keys);
             (flags, sig)
         } else {
-            if self.cfg.min_mode > Mode::Plain {
+            if self.core.cfg.min_mode > Mode::Plain {
                 return Err(Error::ModeRefused(format!(
                     "auth none cannot sign or encrypt, and this side requires {:?} mode",
-                    self.cfg.min_mode
+                    self.core.cfg.min_mode
                 )));
             }
             (0, [0u8; 32])
@@ -96,11 +96,11 @@ impl Connection {
         link.flags = flags;
         link.queue(
             &Frame::AuthDone(AuthDone { flags, signature }),
-            &mut *self.rng,
+            &mut *self.core.rng,
         )?;
         link.sent_auth_done = true;
         if let (Some(keys), Some(p)) = (&link.keys, Protection::from_flags(flags)) {
-            link.tx = TxProtector::new(p, &keys.c2s, self.cfg.max_frames_per_key);
+            link.tx = TxProtector::new(p, &keys.c2s, self.core.cfg.max_frames_per_key);
         }
         self.client_queue_ident()
     }
@@ -116,17 +116,17 @@ impl Connection {
 
     /// START for a new session, RECONNECT to resume one.
     fn client_queue_session_frame(&mut self) -> Result<(), Error> {
-        let frame = if self.session.connect_seq == 0 {
+        let frame = if self.core.session.connect_seq == 0 {
             Frame::Start(Start {
                 flags: 0,
-                global_seq: self.session.global_seq,
+                global_seq: self.core.session.global_seq,
             })
         } else {
             Frame::Reconnect(Reconnect {
-                cookie: self.session.peer_cookie,
-                global_seq: self.session.global_seq,
-                connect_seq: self.session.connect_seq,
-                msg_seq: self.session.in_seq(),
+                cookie: self.core.session.peer_cookie,
+                global_seq: self.core.session.global_seq,
+                connect_seq: self.core.session.connect_seq,
+                msg_seq: self.core.session.in_seq(),
             })
         };
         self.queue_frame(&frame)
@@ -151,19 +151,19 @@ impl Connection {
                 }
                 debug!(
                     "[{}] server refused auth method 0x{:x}",
-                    self.peer.addr, bad.method
+                    self.core.peer.addr, bad.method
                 );
                 link.bad_method_seen = true;
                 link.phase = Phase::ExpectMethods;
                 Ok(())
             }
             (Phase::ExpectMethods, Frame::AuthMethods(m)) => {
-                let pick = self.cfg.auth.pick_client_method(&m.methods);
+                let pick = self.core.cfg.auth.pick_client_method(&m.methods);
                 match pick {
                     Some(method) => {
                         info!(
                             "[{}] falling back to auth method 0x{:x}",
-                            self.peer.addr, method.0
+                            self.core.peer.addr, method.0
                         );
                         self.client_set_method(method.0, now)
                     }
@@ -198,7 +198,8 @@ impl Connection {
                             ));
                         }
                         if let Some(p) = Protection::from_flags(done.flags) {
-                            link.rx = RxProtector::new(p, &keys.s2c, self.cfg.max_frames_per_key);
+                            link.rx =
+                                RxProtector::new(p, &keys.s2c, self.core.cfg.max_frames_per_key);
                         }
                     }
                     None if done.signature == [0u8; 32] && done.flags == 0 => {}
@@ -218,15 +219,15 @@ impl Connection {
                 Err(Error::MissingFeatures { missing: m.missing })
             }
             (Phase::ExpectIdent, Frame::IdentBadProtocol(b)) => Err(Error::BadProtocolVersion {
-                ours: self.cfg.protocol_version,
+                ours: self.core.cfg.protocol_version,
                 theirs: b.protocol_version,
             }),
             (Phase::ExpectIdent, Frame::ReconnectWait) => {
                 info!(
                     "[{}] lost the connection race; waiting for the peer's connection",
-                    self.peer.addr
+                    self.core.peer.addr
                 );
-                self.state = State::Wait;
+                self.core.state = State::Wait;
                 Err(Error::Transport(
                     "connection race lost (RECONNECT_WAIT)".into(),
                 ))
@@ -241,8 +242,8 @@ impl Connection {
     }
 
     fn client_on_ident(&mut self, ident: Ident) -> Result<(), Error> {
-        let ours_required = self.cfg.features_required | self.policy.features_required;
-        let we_lack = ident.features_required & !self.cfg.features_supported;
+        let ours_required = self.core.cfg.features_required | self.core.policy.features_required;
+        let we_lack = ident.features_required & !self.core.cfg.features_supported;
         if we_lack != 0 {
             return Err(Error::MissingFeatures { missing: we_lack });
         }
@@ -251,28 +252,28 @@ impl Connection {
             return Err(Error::MissingFeatures { missing: they_lack });
         }
         let lossy = ident.flags & IDENT_LOSSY != 0;
-        if lossy != self.session.lossy {
+        if lossy != self.core.session.lossy {
             info!(
                 "[{}] server decides the session is {}; our policy said {}",
-                self.peer.addr,
+                self.core.peer.addr,
                 if lossy { "lossy" } else { "lossless" },
-                if self.session.lossy {
+                if self.core.session.lossy {
                     "lossy"
                 } else {
                     "lossless"
                 }
             );
-            self.session.lossy = lossy;
-            self.policy.lossy = lossy;
+            self.core.session.lossy = lossy;
+            self.core.policy.lossy = lossy;
         }
-        if !lossy && ident.flags & IDENT_INITIATOR == 0 && self.policy.server {
+        if !lossy && ident.flags & IDENT_INITIATOR == 0 && self.core.policy.server {
             return Err(Error::PolicyMismatch(
                 "lossless session where neither side reconnects",
             ));
         }
-        self.peer.features = self.cfg.features_supported & ident.features_supported;
-        self.peer.ty = ident.entity_type;
-        self.peer.addrs = ident.addrs.clone();
+        self.core.peer.features = self.core.cfg.features_supported & ident.features_supported;
+        self.core.peer.ty = ident.entity_type;
+        self.core.peer.addrs = ident.addrs.clone();
         if let Some(link) = &mut self.link {
             link.peer_ident = Some(ident);
             link.phase = Phase::ExpectSessionReply;
@@ -287,17 +288,17 @@ impl Connection {
         let server_cookie = link.peer_ident.as_ref().map_or(0, |i| i.cookie);
         match frame {
             Frame::Start(start) => {
-                self.session.connect_seq = 1;
-                self.session.peer_global_seq = start.global_seq;
-                self.session.peer_cookie = server_cookie;
+                self.core.session.connect_seq = 1;
+                self.core.session.peer_global_seq = start.global_seq;
+                self.core.session.peer_cookie = server_cookie;
                 self.client_open(false, now);
                 Ok(())
             }
             Frame::ReconnectOk(ok) => {
-                self.session.requeue_sent();
-                self.session.discard_acked_replays(ok.msg_seq);
-                self.session.connect_seq += 1;
-                self.session.peer_global_seq = ok.global_seq;
+                self.core.session.requeue_sent();
+                self.core.session.discard_acked_replays(ok.msg_seq);
+                self.core.session.connect_seq += 1;
+                self.core.session.peer_global_seq = ok.global_seq;
                 self.client_open(true, now);
                 Ok(())
             }
@@ -306,7 +307,7 @@ impl Connection {
                 if link.retries > super::link::MAX_RETRIES_PER_LINK {
                     return Err(Error::PeerMisbehaved("too many RECONNECT_RETRY answers"));
                 }
-                self.session.connect_seq = r.connect_seq.max(self.session.connect_seq);
+                self.core.session.connect_seq = r.connect_seq.max(self.core.session.connect_seq);
                 self.client_queue_session_frame()
             }
             Frame::ReconnectRetryGlobal(r) => {
@@ -314,20 +315,20 @@ impl Connection {
                 if link.retries > super::link::MAX_RETRIES_PER_LINK {
                     return Err(Error::PeerMisbehaved("too many RECONNECT_RETRY answers"));
                 }
-                self.session.global_seq = self.cfg.global_seq.next(r.global_seq);
+                self.core.session.global_seq = self.core.cfg.global_seq.next(r.global_seq);
                 self.client_queue_session_frame()
             }
             Frame::ReconnectReset => {
-                info!("[{}] the peer reset our session", self.peer.addr);
-                let cookie = super::random_u64(&mut *self.rng);
-                let dropped = self.session.reset_keep_queue(cookie);
+                info!("[{}] the peer reset our session", self.core.peer.addr);
+                let cookie = crate::proto::core::random_cookie(&mut *self.core.rng);
+                let dropped = self.core.session.reset_keep_queue(cookie);
                 if dropped > 0 {
                     info!(
                         "[{}] {dropped} unacknowledged messages dropped by the reset",
-                        self.peer.addr
+                        self.core.peer.addr
                     );
                 }
-                self.events.push_back(Event::RemoteReset);
+                self.core.events.push_back(Event::RemoteReset);
                 self.client_queue_session_frame()
             }
             other => Err(Error::UnexpectedFrame {
@@ -342,9 +343,9 @@ impl Connection {
             link.phase = Phase::Open;
             link.last_keepalive_tx = now;
         }
-        self.state = State::Open;
-        self.backoff = self.cfg.backoff_initial;
-        self.reconnect_at = None;
-        self.events.push_back(Event::Connected { resumed });
+        self.core.state = State::Open;
+        self.core.backoff = self.core.cfg.backoff_initial;
+        self.core.reconnect_at = None;
+        self.core.events.push_back(Event::Connected { resumed });
     }
 }

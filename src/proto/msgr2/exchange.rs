@@ -37,18 +37,18 @@ impl Connection {
             Frame::Chunk(chunk) => self.on_chunk(chunk),
             Frame::ChunkAbort(abort) => self.on_chunk_abort(abort),
             Frame::Ack(Ack { seq }) => {
-                self.session.handle_ack(seq);
+                self.core.session.handle_ack(seq);
                 Ok(())
             }
             Frame::Keepalive2(Keepalive2 { stamp }) => {
-                self.last_keepalive = Some(now);
+                self.core.last_keepalive = Some(now);
                 if let Some(link) = &mut self.link {
                     link.keepalive_ack_due = Some(stamp);
                 }
                 Ok(())
             }
             Frame::Keepalive2Ack(_) => {
-                self.last_keepalive_ack = Some(now);
+                self.core.last_keepalive_ack = Some(now);
                 Ok(())
             }
             other => Err(Error::UnexpectedFrame {
@@ -74,7 +74,7 @@ impl Connection {
             return Err(Error::PeerMisbehaved("CRC flag set on a protected MSG"));
         }
         // The deframer has checked the CRCs (plain) or that they are zero (protected).
-        self.session.handle_ack(msg.header.ack_seq);
+        self.core.session.handle_ack(msg.header.ack_seq);
         if msg.header.flags & MSG_FLAG_CHUNKED != 0 {
             return self.on_chunked_msg(msg);
         }
@@ -138,9 +138,9 @@ impl Connection {
                 let (received, total) = t.progress();
                 info!(
                     "[{}] peer aborted chunked message tid {} after {received} of {total} bytes: code {} {:?}",
-                    self.peer.addr, t.tid(), abort.code, abort.message
+                    self.core.peer.addr, t.tid(), abort.code, abort.message
                 );
-                self.events.push_back(Event::ChunkedAborted {
+                self.core.events.push_back(Event::ChunkedAborted {
                     tid: t.tid(),
                     code: abort.code,
                     message: abort.message,
@@ -156,30 +156,33 @@ impl Connection {
     /// Sequence check and delivery of a complete message (§5.1, §7.4).
     fn deliver(&mut self, msg: Msg) -> Result<(), Error> {
         let seq = msg.header.seq;
-        match self.session.receive(seq) {
+        match self.core.session.receive(seq) {
             Incoming::Deliver => {}
             Incoming::Duplicate => {
-                debug!("[{}] dropping duplicate message seq {seq}", self.peer.addr);
+                debug!(
+                    "[{}] dropping duplicate message seq {seq}",
+                    self.core.peer.addr
+                );
                 return Ok(());
             }
             Incoming::Gap { missing_from } => {
-                if !self.session.lossy {
+                if !self.core.session.lossy {
                     return Err(Error::PeerMisbehaved(
                         "message sequence gap on a lossless session",
                     ));
                 }
                 debug!(
                     "[{}] messages {missing_from}..{seq} skipped by a lossy peer",
-                    self.peer.addr
+                    self.core.peer.addr
                 );
             }
         }
         if self.ack_due.is_none() {
-            self.ack_due = Some(self.last_rx_time() + self.cfg.ack_delay);
+            self.ack_due = Some(self.last_rx_time() + self.core.cfg.ack_delay);
         }
         let message = msg.into_message();
-        self.peer.name = Some(message.src);
-        self.events.push_back(Event::Message(message));
+        self.core.peer.name = Some(message.src);
+        self.core.events.push_back(Event::Message(message));
         Ok(())
     }
 
@@ -209,13 +212,13 @@ impl Connection {
                     code,
                     message,
                 });
-                if let Err(e) = link.queue(&frame, &mut *self.rng) {
-                    debug!("[{}] cannot queue CHUNK_ABORT: {e}", self.peer.addr);
+                if let Err(e) = link.queue(&frame, &mut *self.core.rng) {
+                    debug!("[{}] cannot queue CHUNK_ABORT: {e}", self.core.peer.addr);
                 }
                 return AbortOutcome::Aborted;
             }
         }
-        match self.session.remove_queued(tid) {
+        match self.core.session.remove_queued(tid) {
             Some(_) => AbortOutcome::Dequeued,
             None => AbortOutcome::NotFound,
         }
@@ -228,7 +231,7 @@ impl Connection {
             let (received, total) = t.progress();
             debug!(
                 "[{}] link {} closed: partial data discarded ({})",
-                self.peer.addr,
+                self.core.peer.addr,
                 link.id,
                 ChunkError::Incomplete {
                     xid: t.xid,
@@ -241,11 +244,11 @@ impl Connection {
         if !msgs.is_empty() {
             debug!(
                 "[{}] {} chunked message(s) unfinished on link {}: requeued",
-                self.peer.addr,
+                self.core.peer.addr,
                 msgs.len(),
                 link.id
             );
-            self.session.requeue_front(msgs);
+            self.core.session.requeue_front(msgs);
         }
     }
 
@@ -263,29 +266,33 @@ impl Connection {
         if let Some(stamp) = link.keepalive_ack_due.take() {
             link.queue(
                 &Frame::Keepalive2Ack(Keepalive2Ack { stamp }),
-                &mut *self.rng,
+                &mut *self.core.rng,
             )?;
         }
-        if let Some(iv) = self.cfg.keepalive_interval {
+        if let Some(iv) = self.core.cfg.keepalive_interval {
             if now >= link.last_keepalive_tx + iv {
                 link.last_keepalive_tx = now;
                 let stamp = crate::wire::types::Timespec::from_duration(
-                    now.saturating_duration_since(self.epoch),
+                    now.saturating_duration_since(self.core.epoch),
                 );
-                link.queue(&Frame::Keepalive2(Keepalive2 { stamp }), &mut *self.rng)?;
+                link.queue(
+                    &Frame::Keepalive2(Keepalive2 { stamp }),
+                    &mut *self.core.rng,
+                )?;
             }
         }
-        let crc = self.cfg.crc && link.tx.protection() == Protection::Plain;
+        let crc = self.core.cfg.crc && link.tx.protection() == Protection::Plain;
         let chunk_size = if structured {
-            self.cfg
+            self.core
+                .cfg
                 .chunk_size
                 .min(MAX_CHUNK_LEN as usize)
-                .min(self.cfg.limits.max_data as usize)
+                .min(self.core.cfg.limits.max_data as usize)
         } else {
             0
         };
-        let budget = self.cfg.max_batch_bytes;
-        let name = self.cfg.name;
+        let budget = self.core.cfg.max_batch_bytes;
+        let name = self.core.cfg.name;
         // §7.6: at most one chunk per transmit batch, so a message queued now waits for at
         // most one chunk (plus what the socket holds), never for the rest of a big message.
         let mut chunk_sent = false;
@@ -293,16 +300,16 @@ impl Connection {
             let mut progressed = false;
             // One message per round: replays strictly in order (no overtaking while a
             // replayed chunked message is in flight), then new ones.
-            let next = if self.session.has_replay() {
+            let next = if self.core.session.has_replay() {
                 if link.chunk_tx.active.is_none() {
-                    self.session.next_replay().map(|m| (m, true))
+                    self.core.session.next_replay().map(|m| (m, true))
                 } else {
                     None
                 }
             } else if link.chunk_tx.active.is_none() && !link.chunk_tx.deferred.is_empty() {
                 link.chunk_tx.deferred.pop_front().map(|m| (m, false))
             } else {
-                self.session.pop_queued().map(|m| (m, false))
+                self.core.session.pop_queued().map(|m| (m, false))
             };
             if let Some((mut msg, replay)) = next {
                 progressed = true;
@@ -310,10 +317,10 @@ impl Connection {
                     if link.chunk_tx.active.is_some() {
                         link.chunk_tx.deferred.push_back(msg);
                     } else {
-                        let ack = self.session.take_ack();
+                        let ack = self.core.session.take_ack();
                         let xid = link.chunk_tx.next_xid();
                         let frame = Frame::Msg(Msg::chunked(&msg, xid, ack, name, crc));
-                        link.queue(&frame, &mut *self.rng)?;
+                        link.queue(&frame, &mut *self.core.rng)?;
                         link.chunk_tx.active = Some(OutTransfer {
                             xid,
                             msg,
@@ -323,11 +330,11 @@ impl Connection {
                     }
                 } else {
                     if !replay {
-                        self.session.commit(&mut msg);
+                        self.core.session.commit(&mut msg);
                     }
-                    let ack = self.session.take_ack();
+                    let ack = self.core.session.take_ack();
                     let frame = Frame::Msg(Msg::from_message(&msg, msg.seq, ack, name, crc));
-                    link.queue(&frame, &mut *self.rng)?;
+                    link.queue(&frame, &mut *self.core.rng)?;
                 }
             }
             // Then the batch's one chunk of the message in flight.
@@ -344,7 +351,7 @@ impl Connection {
                     t.msg.seq
                 } else {
                     // §7.6: a new message gets its sequence number with its last chunk.
-                    self.session.commit(&mut t.msg);
+                    self.core.session.commit(&mut t.msg);
                     t.msg.seq
                 };
                 let data = t.msg.data.slice(start as usize..end as usize);
@@ -365,7 +372,7 @@ impl Connection {
                 if last {
                     link.chunk_tx.active = None;
                 }
-                link.queue(&frame, &mut *self.rng)?;
+                link.queue(&frame, &mut *self.core.rng)?;
             }
             if !progressed {
                 break;
@@ -373,15 +380,15 @@ impl Connection {
         }
         // A standalone ACK only when due (docs/PROTOCOL.md §5.1): enough unacknowledged
         // messages, or the ack delay passed; otherwise it rides on the next MSG.
-        let due = !self.session.lossy
-            && self.session.ack_pending()
-            && (self.session.unacked_in() >= self.cfg.ack_every
+        let due = !self.core.session.lossy
+            && self.core.session.ack_pending()
+            && (self.core.session.unacked_in() >= self.core.cfg.ack_every
                 || self.ack_due.is_some_and(|t| now >= t));
         if due {
-            let seq = self.session.take_ack();
-            link.queue(&Frame::Ack(Ack { seq }), &mut *self.rng)?;
+            let seq = self.core.session.take_ack();
+            link.queue(&Frame::Ack(Ack { seq }), &mut *self.core.rng)?;
         }
-        if !self.session.ack_pending() {
+        if !self.core.session.ack_pending() {
             self.ack_due = None;
         }
         Ok(())

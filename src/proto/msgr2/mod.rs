@@ -11,23 +11,20 @@ mod exchange;
 mod link;
 mod server;
 
-use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::BytesMut;
 use log::{debug, info};
 
 use crate::crypto::Random;
-use crate::wire::message::Message;
 use crate::wire::msgr2::{Banner, Close, Frame, Ident, IDENT_INITIATOR, IDENT_LOSSY};
 use crate::wire::transmit::Transmit;
 use crate::wire::types::{AddrVec, EntityAddr, EntityName, EntityType};
 
 use super::accept::{Decision, ExistingState, ExistingView};
-use super::event::{AcceptRequest, Error, Event, Initiator, LinkId};
-use super::policy::Policy;
-use super::session::Session;
+use super::core::{session_api, SessionCore};
+use super::event::{AcceptRequest, Error, Initiator, LinkId};
 use super::ProtoConfig;
 
 pub use chunk::ChunkError;
@@ -84,22 +81,10 @@ pub enum SendError {
 /// One msgr2 session. See the module documentation of [`crate::proto`] for the
 /// call contract.
 pub struct Connection {
-    cfg: Arc<ProtoConfig>,
-    policy: Policy,
-    rng: Box<dyn Random>,
-    epoch: Instant,
-    state: State,
-    session: Session,
+    /// The state every session has, whatever its protocol (shared with v1).
+    core: SessionCore,
     link: Option<Link>,
-    peer: Peer,
-    events: VecDeque<Event>,
-    reconnect_at: Option<Instant>,
-    standby_until: Option<Instant>,
-    backoff: Duration,
     preferred_method: Option<u32>,
-    last_keepalive_ack: Option<Instant>,
-    last_keepalive: Option<Instant>,
-    farewell: Vec<(LinkId, Transmit)>,
     /// When the oldest unacknowledged received message must be acknowledged.
     ack_due: Option<Instant>,
 }
@@ -108,45 +93,30 @@ pub struct Connection {
 const DEFAULT_READ_HINT: usize = 64 * 1024;
 
 impl Connection {
+    session_api!();
+
     /// A session we initiate to `peer`. Emits [`Event::ReconnectDue`] at once: the shell
     /// opens a transport and calls [`Connection::start_link`].
     pub fn outgoing(
         cfg: Arc<ProtoConfig>,
-        mut rng: Box<dyn Random>,
+        rng: Box<dyn Random>,
         peer: EntityAddr,
         peer_type: EntityType,
         now: Instant,
     ) -> Self {
-        let policy = cfg.policies.get(peer_type);
-        let cookie = random_u64(&mut *rng);
-        let backoff = cfg.backoff_initial;
-        let mut c = Connection {
-            policy,
-            rng,
-            epoch: now,
-            state: State::Connecting,
-            session: Session::new(cookie, policy.lossy),
-            link: None,
-            peer: Peer {
-                addr: peer,
-                ty: peer_type,
-                name: None,
-                addrs: AddrVec::default(),
-                features: 0,
-            },
-            events: VecDeque::new(),
-            reconnect_at: None,
-            standby_until: None,
-            backoff,
-            preferred_method: None,
-            last_keepalive_ack: None,
-            last_keepalive: None,
-            farewell: Vec::new(),
-            ack_due: None,
-            cfg,
+        let peer = Peer {
+            addr: peer,
+            ty: peer_type,
+            name: None,
+            addrs: AddrVec::default(),
+            features: 0,
         };
-        c.events.push_back(Event::ReconnectDue);
-        c
+        Connection {
+            core: SessionCore::outgoing(cfg, rng, peer, now),
+            link: None,
+            preferred_method: None,
+            ack_due: None,
+        }
     }
 
     /// A transport someone connected to us. We send our banner at once.
@@ -158,31 +128,11 @@ impl Connection {
     ) -> Self {
         let mut link = Link::new(link_id, Role::Server, cfg.limits, now);
         link.queue_banner(&our_banner(&cfg));
-        let backoff = cfg.backoff_initial;
         Connection {
-            policy: cfg.policies.default,
-            rng,
-            epoch: now,
-            state: State::Accepting,
-            session: Session::new(0, false),
+            core: SessionCore::incoming(cfg, rng, now),
             link: Some(link),
-            peer: Peer {
-                addr: EntityAddr::blank(crate::wire::types::AddrType::NONE, 0),
-                ty: EntityType::ANY,
-                name: None,
-                addrs: AddrVec::default(),
-                features: 0,
-            },
-            events: VecDeque::new(),
-            reconnect_at: None,
-            standby_until: None,
-            backoff,
             preferred_method: None,
-            last_keepalive_ack: None,
-            last_keepalive: None,
-            farewell: Vec::new(),
             ack_due: None,
-            cfg,
         }
     }
 
@@ -191,10 +141,13 @@ impl Connection {
     /// A new transport to the peer is up: start the client handshake on it.
     /// Ignored unless the session is connecting or in standby.
     pub fn start_link(&mut self, link_id: LinkId, now: Instant) {
-        if !matches!(self.state, State::Connecting | State::Standby | State::Wait) {
+        if !matches!(
+            self.core.state,
+            State::Connecting | State::Standby | State::Wait
+        ) {
             debug!(
                 "[{}] start_link in state {:?} ignored",
-                self.peer.addr, self.state
+                self.core.peer.addr, self.core.state
             );
             return;
         }
@@ -205,10 +158,10 @@ impl Connection {
                 Initiator::Local,
             );
         }
-        self.state = State::Connecting;
-        self.reconnect_at = None;
-        self.session.global_seq = self.cfg.global_seq.next(0);
-        let link = Link::new(link_id, Role::Client, self.cfg.limits, now);
+        self.core.state = State::Connecting;
+        self.core.reconnect_at = None;
+        self.core.session.global_seq = self.core.cfg.global_seq.next(0);
+        let link = Link::new(link_id, Role::Client, self.core.cfg.limits, now);
         self.link = Some(link);
         if let Err(e) = self.client_start(now) {
             self.fail_link(now, e, Initiator::Local);
@@ -255,44 +208,15 @@ impl Connection {
 
     /// A deadline from [`Connection::poll_timeout`] passed (calling early is harmless).
     pub fn handle_timeout(&mut self, now: Instant) {
-        if self.state == State::Standby && self.standby_until.is_some_and(|t| t <= now) {
-            self.standby_until = None;
-            crate::proto::fault::standby_expired(
-                &mut self.state,
-                &mut self.session,
-                &mut self.events,
-            );
-        }
-        if self.reconnect_at.is_some_and(|t| t <= now) {
-            self.reconnect_at = None;
-            if matches!(self.state, State::Connecting | State::Wait) && self.link.is_none() {
-                self.state = State::Connecting;
-                self.events.push_back(Event::ReconnectDue);
-            }
-        }
+        self.core.handle_session_timers(now, self.link.is_some());
         let Some(link) = &self.link else { return };
         if !link.is_open() {
-            if now >= link.started + self.cfg.handshake_timeout {
+            if now >= link.started + self.core.cfg.handshake_timeout {
                 self.fail_link(now, Error::HandshakeTimeout, Initiator::Local);
             }
-        } else if now >= link.last_rx + self.cfg.idle_timeout {
+        } else if now >= link.last_rx + self.core.cfg.idle_timeout {
             self.fail_link(now, Error::IdleTimeout, Initiator::Local);
         }
-    }
-
-    /// Queue a message. A session in standby starts reconnecting (unless we are a
-    /// `server`, which waits for the peer).
-    pub fn send(&mut self, msg: Message) -> Result<(), SendError> {
-        match self.state {
-            State::Closed => return Err(SendError::Closed),
-            State::Standby if !self.policy.server => {
-                self.state = State::Connecting;
-                self.events.push_back(Event::ReconnectDue);
-            }
-            _ => {}
-        }
-        self.session.queue(msg);
-        Ok(())
     }
 
     /// Close the session: send CLOSE(NORMAL) on the link if there is one, drop every
@@ -302,15 +226,7 @@ impl Connection {
         if let Some(link) = self.link.take() {
             self.push_link_closed(link, Error::MarkedDown, Initiator::User);
         }
-        self.session.reset(0);
-        self.state = State::Closed;
-        self.reconnect_at = None;
-    }
-
-    /// Make a lossless session lossy from now on (Ceph's `mark_disposable`).
-    pub fn mark_disposable(&mut self) {
-        self.policy.lossy = true;
-        self.session.lossy = true;
+        self.core.close();
     }
 
     /// Use this auth method first on the next connection (the one that worked last time).
@@ -326,10 +242,8 @@ impl Connection {
         if !out.is_empty() {
             return true;
         }
-        if let Some(pos) = self.farewell.iter().position(|(id, _)| *id == link_id) {
-            let (_, t) = self.farewell.swap_remove(pos);
-            *out = t;
-            return !out.is_empty();
+        if let Some(any) = self.core.take_farewell(link_id, out) {
+            return any;
         }
         if !self.link.as_ref().is_some_and(|l| l.id == link_id) {
             return false;
@@ -347,48 +261,30 @@ impl Connection {
         !out.is_empty()
     }
 
-    /// The next event, if any.
-    pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
-    }
-
     /// The next deadline at which [`Connection::handle_timeout`] must be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let mut next = self.reconnect_at;
+        let mut next = self.core.session_deadline();
         let mut consider = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
-        if let Some(t) = self.standby_until.filter(|_| self.state == State::Standby) {
-            consider(t);
-        }
         if let Some(link) = &self.link {
             if link.is_open() {
                 if let Some(t) = self
                     .ack_due
-                    .filter(|_| self.session.ack_pending() && !self.session.lossy)
+                    .filter(|_| self.core.session.ack_pending() && !self.core.session.lossy)
                 {
                     consider(t);
                 }
-                consider(link.last_rx + self.cfg.idle_timeout);
-                if let Some(iv) = self.cfg.keepalive_interval {
+                consider(link.last_rx + self.core.cfg.idle_timeout);
+                if let Some(iv) = self.core.cfg.keepalive_interval {
                     consider(link.last_keepalive_tx + iv);
                 }
             } else {
-                consider(link.started + self.cfg.handshake_timeout);
+                consider(link.started + self.core.cfg.handshake_timeout);
             }
         }
         next
     }
 
     // ----- queries ------------------------------------------------------------
-
-    /// Where the session stands.
-    pub fn state(&self) -> State {
-        self.state
-    }
-
-    /// True if messages flow now.
-    pub fn is_connected(&self) -> bool {
-        self.state == State::Open
-    }
 
     /// The current link, if any.
     pub fn link_id(&self) -> Option<LinkId> {
@@ -411,41 +307,16 @@ impl Connection {
 
     /// True if the link `id` is current and has bytes or messages to send.
     pub fn wants_transmit(&self, id: LinkId) -> bool {
-        self.farewell.iter().any(|(l, _)| *l == id)
+        self.core.has_farewell(id)
             || self.link.as_ref().is_some_and(|l| {
                 l.id == id
                     && (!l.out.is_empty()
                         || (l.is_open()
-                            && (self.session.has_outgoing()
+                            && (self.core.session.has_outgoing()
                                 || self.ack_is_due(None)
                                 || l.chunk_tx.pending()
                                 || l.keepalive_ack_due.is_some())))
             })
-    }
-
-    /// What we know of the peer.
-    pub fn peer(&self) -> &Peer {
-        &self.peer
-    }
-
-    /// The policy in force.
-    pub fn policy(&self) -> Policy {
-        self.policy
-    }
-
-    /// The session's sequence state (for tests and stats).
-    pub fn session(&self) -> &Session {
-        &self.session
-    }
-
-    /// When the last KEEPALIVE2_ACK arrived.
-    pub fn last_keepalive_ack(&self) -> Option<Instant> {
-        self.last_keepalive_ack
-    }
-
-    /// When the last KEEPALIVE2 arrived.
-    pub fn last_keepalive(&self) -> Option<Instant> {
-        self.last_keepalive
     }
 
     /// The auth method of the current link (0 before it is chosen).
@@ -465,7 +336,7 @@ impl Connection {
 
     /// The view [`crate::proto::accept::decide`] needs of this session, if it has one.
     pub fn existing_view(&self) -> Option<ExistingView> {
-        let state = match self.state {
+        let state = match self.core.state {
             State::Connecting => ExistingState::Connecting,
             State::Open | State::Standby => ExistingState::Established,
             State::Wait => ExistingState::Waiting,
@@ -473,10 +344,10 @@ impl Connection {
         };
         Some(ExistingView {
             state,
-            lossy: self.session.lossy,
-            connect_seq: self.session.connect_seq,
-            peer_global_seq: self.session.peer_global_seq,
-            cookie: self.session.cookie,
+            lossy: self.core.session.lossy,
+            connect_seq: self.core.session.connect_seq,
+            peer_global_seq: self.core.session.peer_global_seq,
+            cookie: self.core.session.cookie,
         })
     }
 
@@ -503,7 +374,7 @@ impl Connection {
     pub fn take_handoff(&mut self) -> Option<LinkHandoff> {
         let mut link = self.link.take()?;
         let request = link.pending.take()?;
-        self.state = State::Closed;
+        self.core.state = State::Closed;
         Some(LinkHandoff { link, request })
     }
 
@@ -518,16 +389,16 @@ impl Connection {
     // ----- internals ----------------------------------------------------------
 
     fn last_rx_time(&self) -> Instant {
-        self.link.as_ref().map_or(self.epoch, |l| l.last_rx)
+        self.link.as_ref().map_or(self.core.epoch, |l| l.last_rx)
     }
 
     /// Whether a standalone ACK is due (enough unacknowledged messages, or the delay
     /// passed; `now = None` checks the count only).
     pub(super) fn ack_is_due(&self, now: Option<Instant>) -> bool {
-        if self.session.lossy || !self.session.ack_pending() {
+        if self.core.session.lossy || !self.core.session.ack_pending() {
             return false;
         }
-        self.session.unacked_in() >= self.cfg.ack_every
+        self.core.session.unacked_in() >= self.core.cfg.ack_every
             || now.zip(self.ack_due).is_some_and(|(n, due)| n >= due)
     }
 
@@ -564,7 +435,7 @@ impl Connection {
             if !decoded.raw.is_empty() && !matches!(decoded.frame, Frame::AuthDone(_)) {
                 link.hash_rx(&decoded.raw);
             }
-            log::trace!("[{}] rx {:?}", self.peer.addr, decoded.frame.tag());
+            log::trace!("[{}] rx {:?}", self.core.peer.addr, decoded.frame.tag());
             if let Err(e) = self.on_frame(decoded.frame, decoded.raw, now) {
                 let initiator = if matches!(e, Error::Closed { .. }) {
                     Initiator::Peer
@@ -578,7 +449,7 @@ impl Connection {
     }
 
     fn on_banner(&mut self, peer: Banner) -> Result<(), Error> {
-        let ours = our_banner(&self.cfg);
+        let ours = our_banner(&self.core.cfg);
         let negotiated = ours.negotiate(&peer)?;
         let Some(link) = &mut self.link else {
             return Ok(());
@@ -608,20 +479,20 @@ impl Connection {
     /// Build our IDENT.
     fn our_ident(&self) -> Ident {
         let mut flags = 0;
-        if self.policy.lossy {
+        if self.core.policy.lossy {
             flags |= IDENT_LOSSY;
         }
-        if !self.policy.server {
+        if !self.core.policy.server {
             flags |= IDENT_INITIATOR;
         }
         Ident {
-            addrs: self.cfg.addrs.clone(),
-            entity_type: self.cfg.name.ty,
-            protocol_version: self.cfg.protocol_version,
-            features_supported: self.cfg.features_supported,
-            features_required: self.cfg.features_required | self.policy.features_required,
+            addrs: self.core.cfg.addrs.clone(),
+            entity_type: self.core.cfg.name.ty,
+            protocol_version: self.core.cfg.protocol_version,
+            features_supported: self.core.cfg.features_supported,
+            features_required: self.core.cfg.features_required | self.core.policy.features_required,
             flags,
-            cookie: self.session.cookie,
+            cookie: self.core.session.cookie,
         }
     }
 
@@ -629,7 +500,7 @@ impl Connection {
         let Some(link) = &mut self.link else {
             return Ok(());
         };
-        link.queue(frame, &mut *self.rng)
+        link.queue(frame, &mut *self.core.rng)
     }
 
     fn push_link_closed(&mut self, mut link: Link, error: Error, initiator: Initiator) {
@@ -646,17 +517,10 @@ impl Connection {
                 other => other.to_string(),
             };
             let close = Frame::Close(Close { reason, message });
-            let _ = link.queue(&close, &mut *self.rng);
+            let _ = link.queue(&close, &mut *self.core.rng);
         }
-        if !link.out.is_empty() {
-            let out = std::mem::take(&mut link.out);
-            self.farewell.push((link.id, out));
-        }
-        self.events.push_back(Event::LinkClosed {
-            link: link.id,
-            error,
-            initiator,
-        });
+        let out = std::mem::take(&mut link.out);
+        self.core.link_closed(link.id, out, error, initiator);
     }
 
     /// The link failed: close it and apply the session policy (docs/PROTOCOL.md §5.1).
@@ -665,33 +529,18 @@ impl Connection {
         let was_open = link.is_open();
         info!(
             "[{}] link {} closed ({:?}): {}",
-            self.peer.addr, link.id, initiator, error
+            self.core.peer.addr, link.id, initiator, error
         );
         self.push_link_closed(link, error.clone(), initiator);
-        crate::proto::fault::after_link_loss(
-            crate::proto::fault::SessionParts {
-                state: &mut self.state,
-                session: &mut self.session,
-                policy: &self.policy,
-                events: &mut self.events,
-                reconnect_at: &mut self.reconnect_at,
-                standby_until: &mut self.standby_until,
-                backoff: &mut self.backoff,
-                cfg: &self.cfg,
-                rng: &mut *self.rng,
-            },
-            error,
-            was_open,
-            now,
-        );
+        crate::proto::fault::after_link_loss(&mut self.core, error, was_open, now);
     }
 }
 
 impl std::fmt::Debug for Connection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Connection")
-            .field("state", &self.state)
-            .field("peer", &self.peer.addr)
+            .field("state", &self.core.state)
+            .field("peer", &self.core.peer.addr)
             .field("link", &self.link)
             .finish_non_exhaustive()
     }
@@ -702,11 +551,4 @@ fn our_banner(cfg: &ProtoConfig) -> Banner {
         supported: cfg.protocol_features,
         required: cfg.protocol_features_required,
     }
-}
-
-fn random_u64(rng: &mut dyn Random) -> u64 {
-    let mut b = [0u8; 8];
-    rng.fill(&mut b);
-    // A cookie of 0 means "unknown" on the wire.
-    u64::from_le_bytes(b).max(1)
 }

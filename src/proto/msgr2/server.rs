@@ -38,7 +38,7 @@ impl Connection {
             (Phase::ExpectSetMethod, other) if link.bad_method_seen => {
                 debug!(
                     "[{}] discarding {:?} after AUTH_BAD_METHOD",
-                    self.peer.addr,
+                    self.core.peer.addr,
                     other.tag()
                 );
                 if let Frame::AuthDone(_) = other {
@@ -51,7 +51,7 @@ impl Connection {
                 let Some(auth) = &mut link.server_auth else {
                     return Err(Error::PeerMisbehaved("AUTH before AUTH_SET_METHOD"));
                 };
-                match auth.handle(&a.payload, &mut *self.rng) {
+                match auth.handle(&a.payload, &mut *self.core.rng) {
                     Ok(Step::Send(p)) => self.queue_frame(&Frame::Auth(Auth { payload: p.into() })),
                     Ok(Step::Wait) => Ok(()),
                     Ok(Step::SendAndDone(p)) => {
@@ -68,17 +68,17 @@ impl Connection {
             }
             (Phase::ExpectAuthDone, Frame::AuthDone(done)) => self.server_auth_done(done),
             (Phase::ExpectClientIdent, Frame::Ident(ident)) => {
-                if ident.protocol_version != self.cfg.protocol_version {
+                if ident.protocol_version != self.core.cfg.protocol_version {
                     self.queue_frame(&Frame::IdentBadProtocol(IdentBadProtocol {
-                        protocol_version: self.cfg.protocol_version,
+                        protocol_version: self.core.cfg.protocol_version,
                     }))?;
                     return Err(Error::BadProtocolVersion {
-                        ours: self.cfg.protocol_version,
+                        ours: self.core.cfg.protocol_version,
                         theirs: ident.protocol_version,
                     });
                 }
-                let policy = self.cfg.policies.get(ident.entity_type);
-                let required = self.cfg.features_required | policy.features_required;
+                let policy = self.core.cfg.policies.get(ident.entity_type);
+                let required = self.core.cfg.features_required | policy.features_required;
                 let missing = required & !ident.features_supported;
                 if missing != 0 {
                     self.queue_frame(&Frame::IdentMissingFeatures(IdentMissingFeatures {
@@ -86,16 +86,17 @@ impl Connection {
                     }))?;
                     return Err(Error::MissingFeatures { missing });
                 }
-                self.policy = policy;
-                self.peer.ty = ident.entity_type;
-                self.peer.addrs = ident.addrs.clone();
-                self.peer.addr = ident
+                self.core.policy = policy;
+                self.core.peer.ty = ident.entity_type;
+                self.core.peer.addrs = ident.addrs.clone();
+                self.core.peer.addr = ident
                     .addrs
                     .0
                     .first()
                     .copied()
                     .unwrap_or(EntityAddr::blank(AddrType::NONE, 0));
-                self.peer.features = self.cfg.features_supported & ident.features_supported;
+                self.core.peer.features =
+                    self.core.cfg.features_supported & ident.features_supported;
                 if let Some(link) = &mut self.link {
                     link.peer_ident = Some(ident);
                     link.phase = Phase::ExpectStartOrReconnect;
@@ -129,23 +130,29 @@ impl Connection {
     }
 
     fn server_set_method(&mut self, method: u32) -> Result<(), Error> {
-        let allowed = self.cfg.auth.server_methods.iter().any(|m| m.0 == method);
+        let allowed = self
+            .core
+            .cfg
+            .auth
+            .server_methods
+            .iter()
+            .any(|m| m.0 == method);
         let Some(link) = &mut self.link else {
             return Ok(());
         };
         link.method = method;
         if !allowed {
+            let ours = &self.core.cfg.auth.server_methods;
+            let methods: Vec<u32> = ours.iter().map(|m| m.0).collect();
             if link.bad_method_seen {
-                let list = self.cfg.auth.server_methods.iter().map(|m| m.0).collect();
-                return Err(Error::NoCommonAuthMethod { offered: list });
+                return Err(Error::NoCommonAuthMethod { offered: methods });
             }
             link.bad_method_seen = true;
-            let methods = self.cfg.auth.server_methods.iter().map(|m| m.0).collect();
             self.queue_frame(&Frame::AuthBadMethod(AuthBadMethod { method }))?;
             self.queue_frame(&Frame::AuthMethods(AuthMethods { methods }))?;
             return Ok(());
         }
-        let auth = self.cfg.auth.server_for(Method(method))?;
+        let auth = self.core.cfg.auth.server_for(Method(method))?;
         if let Some(link) = &mut self.link {
             link.server_auth = Some(auth);
             link.phase = Phase::ExpectClientAuth;
@@ -161,8 +168,8 @@ impl Connection {
     }
 
     fn server_auth_done(&mut self, done: AuthDone) -> Result<(), Error> {
-        let min_mode = self.cfg.min_mode;
-        let max_frames = self.cfg.max_frames_per_key;
+        let min_mode = self.core.cfg.min_mode;
+        let max_frames = self.core.cfg.max_frames_per_key;
         let Some(link) = &mut self.link else {
             return Ok(());
         };
@@ -186,7 +193,7 @@ impl Connection {
                     "client AUTH_DONE signature does not verify (transcript altered or wrong key)",
                 ));
             }
-            crate::crypto::log_keys(self.cfg.key_log.as_deref(), &keys, &t_c, &t_s);
+            crate::crypto::log_keys(self.core.cfg.key_log.as_deref(), &keys, &t_c, &t_s);
             link.keys = Some(keys);
         } else {
             if done.flags != 0 || done.signature != [0u8; 32] {
@@ -215,7 +222,7 @@ impl Connection {
                 flags: done.flags,
                 signature: sig,
             }),
-            &mut *self.rng,
+            &mut *self.core.rng,
         )?;
         link.sent_auth_done = true;
         if let (Some(keys), Some(p)) = (&link.keys, Protection::from_flags(done.flags)) {
@@ -233,14 +240,14 @@ impl Connection {
         let request = AcceptRequest {
             peer_type: ident.entity_type,
             peer_addrs: ident.addrs.clone(),
-            peer_addr: self.peer.addr,
+            peer_addr: self.core.peer.addr,
             peer_cookie: ident.cookie,
             attempt,
         };
         link.pending = Some(request.clone());
         link.resume_msg_seq = msg_seq;
         link.phase = Phase::AwaitDecision;
-        self.events.push_back(Event::AcceptRequest(request));
+        self.core.events.push_back(Event::AcceptRequest(request));
     }
 
     fn server_queue_ident(&mut self) -> Result<(), Error> {
@@ -265,20 +272,20 @@ impl Connection {
                 "internal: New decided for a resume attempt",
             ));
         }
-        let cookie = super::random_u64(&mut *self.rng);
-        self.session = Session::new(cookie, self.policy.lossy);
+        let cookie = crate::proto::core::random_cookie(&mut *self.core.rng);
+        self.core.session = Session::new(cookie, self.core.policy.lossy);
         self.server_start_session(&request, now)
     }
 
     fn server_start_session(&mut self, request: &AcceptRequest, now: Instant) -> Result<(), Error> {
-        self.session.peer_cookie = request.peer_cookie;
-        self.session.connect_seq = 1;
-        self.session.peer_global_seq = request.attempt.global_seq;
-        self.session.global_seq = self.cfg.global_seq.next(0);
+        self.core.session.peer_cookie = request.peer_cookie;
+        self.core.session.connect_seq = 1;
+        self.core.session.peer_global_seq = request.attempt.global_seq;
+        self.core.session.global_seq = self.core.cfg.global_seq.next(0);
         self.server_queue_ident()?;
         let start = Start {
             flags: 0,
-            global_seq: self.session.global_seq,
+            global_seq: self.core.session.global_seq,
         };
         self.queue_frame(&Frame::Start(start))?;
         self.server_open(false, now);
@@ -290,10 +297,10 @@ impl Connection {
             link.phase = Phase::Open;
             link.last_keepalive_tx = now;
         }
-        self.state = State::Open;
-        self.reconnect_at = None;
-        self.backoff = self.cfg.backoff_initial;
-        self.events.push_back(Event::Accepted { resumed });
+        self.core.state = State::Open;
+        self.core.reconnect_at = None;
+        self.core.backoff = self.core.cfg.backoff_initial;
+        self.core.events.push_back(Event::Accepted { resumed });
     }
 
     /// A refusal: RETRY_SESSION, RETRY_GLOBAL, RESET (after our IDENT) or WAIT.
@@ -346,21 +353,21 @@ impl Connection {
             );
         }
         if reset {
-            let was_established = self.session.connect_seq > 0;
-            let cookie = super::random_u64(&mut *self.rng);
-            self.session.reset_keep_queue(cookie);
+            let was_established = self.core.session.connect_seq > 0;
+            let cookie = crate::proto::core::random_cookie(&mut *self.core.rng);
+            self.core.session.reset_keep_queue(cookie);
             if was_established {
-                if self.session.lossy {
-                    self.events.push_back(Event::Reset);
-                } else if self.policy.resetcheck {
-                    self.events.push_back(Event::RemoteReset);
+                if self.core.session.lossy {
+                    self.core.events.push_back(Event::Reset);
+                } else if self.core.policy.resetcheck {
+                    self.core.events.push_back(Event::RemoteReset);
                 }
             }
         }
         if let Some(ident) = &link.peer_ident {
-            self.peer.ty = ident.entity_type;
-            self.peer.addrs = ident.addrs.clone();
-            self.peer.features = self.cfg.features_supported & ident.features_supported;
+            self.core.peer.ty = ident.entity_type;
+            self.core.peer.addrs = ident.addrs.clone();
+            self.core.peer.features = self.core.cfg.features_supported & ident.features_supported;
         }
         let msg_seq = link.resume_msg_seq;
         self.link = Some(link);
@@ -368,16 +375,16 @@ impl Connection {
             Some((_, connect_seq)) if !reset => {
                 info!(
                     "[{}] resuming session (connect_seq {connect_seq})",
-                    self.peer.addr
+                    self.core.peer.addr
                 );
-                self.session.requeue_sent();
-                self.session.discard_acked_replays(msg_seq);
-                self.session.connect_seq = connect_seq + 1;
-                self.session.peer_global_seq = request.attempt.global_seq;
+                self.core.session.requeue_sent();
+                self.core.session.discard_acked_replays(msg_seq);
+                self.core.session.connect_seq = connect_seq + 1;
+                self.core.session.peer_global_seq = request.attempt.global_seq;
                 self.server_queue_ident()?;
                 let ok = ReconnectOk {
-                    msg_seq: self.session.in_seq(),
-                    global_seq: self.cfg.global_seq.next(0),
+                    msg_seq: self.core.session.in_seq(),
+                    global_seq: self.core.cfg.global_seq.next(0),
                 };
                 self.queue_frame(&Frame::ReconnectOk(ok))?;
                 self.server_open(true, now);

@@ -30,21 +30,19 @@
 //! `resetcheck`.
 
 use core::net::SocketAddr;
-use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
 use log::{debug, info, trace, warn};
 
 use crate::crypto::Random;
 use crate::proto::accept::{Attempt, Decision, ExistingState, ExistingView};
+use crate::proto::core::{random_cookie, session_api, SessionCore};
 use crate::proto::event::{AcceptRequest, Error, Event, Initiator, LinkId};
-use crate::proto::msgr2::{Peer, Role, SendError, State};
-use crate::proto::policy::Policy;
+use crate::proto::msgr2::{Peer, Role, State};
 use crate::proto::session::{Incoming, Session};
 use crate::proto::ProtoConfig;
-use crate::wire::message::Message;
 use crate::wire::transmit::Transmit;
 use crate::wire::types::{AddrType, AddrVec, EntityAddr, EntityType, Timespec};
 use crate::wire::v1::banner::{encode_server_hello, read_banner, read_server_hello};
@@ -230,60 +228,34 @@ pub fn protocol_version_for(my_type: EntityType, peer_type: EntityType, connecti
 
 /// One v1 session. The call contract is that of [`crate::proto::msgr2::Connection`].
 pub struct V1SessionConn {
-    cfg: Arc<ProtoConfig>,
-    policy: Policy,
-    rng: Box<dyn Random>,
-    epoch: Instant,
-    state: State,
-    session: Session,
+    /// The state every session has, whatever its protocol (shared with msgr2).
+    core: SessionCore,
     link: Option<V1Link>,
-    peer: Peer,
-    events: VecDeque<Event>,
-    reconnect_at: Option<Instant>,
-    standby_until: Option<Instant>,
-    backoff: Duration,
-    last_keepalive_ack: Option<Instant>,
-    last_keepalive: Option<Instant>,
-    farewell: Vec<(LinkId, Transmit)>,
 }
 
 impl V1SessionConn {
+    session_api!();
+
     /// A session we initiate to `peer` (a `v1:` address). Emits [`Event::ReconnectDue`]
     /// at once.
     pub fn outgoing(
         cfg: Arc<ProtoConfig>,
-        mut rng: Box<dyn Random>,
+        rng: Box<dyn Random>,
         peer: EntityAddr,
         peer_type: EntityType,
         now: Instant,
     ) -> Self {
-        let policy = cfg.policies.get(peer_type);
-        let cookie = random_u64(&mut *rng);
-        let mut c = V1SessionConn {
-            policy,
-            rng,
-            epoch: now,
-            state: State::Connecting,
-            session: Session::new(cookie, policy.lossy),
-            link: None,
-            peer: Peer {
-                addr: peer,
-                ty: peer_type,
-                name: None,
-                addrs: AddrVec(vec![peer]),
-                features: 0,
-            },
-            events: VecDeque::new(),
-            reconnect_at: None,
-            standby_until: None,
-            backoff: cfg.backoff_initial,
-            last_keepalive_ack: None,
-            last_keepalive: None,
-            farewell: Vec::new(),
-            cfg,
+        let peer = Peer {
+            addr: peer,
+            ty: peer_type,
+            name: None,
+            addrs: AddrVec(vec![peer]),
+            features: 0,
         };
-        c.events.push_back(Event::ReconnectDue);
-        c
+        V1SessionConn {
+            core: SessionCore::outgoing(cfg, rng, peer, now),
+            link: None,
+        }
     }
 
     /// A transport a v1 peer connected to us from `socket_peer`. Our banner and the two
@@ -302,27 +274,8 @@ impl V1SessionConn {
         encode_server_hello(&legacy(my_addr(&cfg)), &seen, &mut hello);
         link.out.push_copy(&hello);
         V1SessionConn {
-            policy: cfg.policies.default,
-            rng,
-            epoch: now,
-            state: State::Accepting,
-            session: Session::new(0, false),
+            core: SessionCore::incoming(cfg, rng, now),
             link: Some(link),
-            peer: Peer {
-                addr: EntityAddr::blank(AddrType::NONE, 0),
-                ty: EntityType::ANY,
-                name: None,
-                addrs: AddrVec::default(),
-                features: 0,
-            },
-            events: VecDeque::new(),
-            reconnect_at: None,
-            standby_until: None,
-            backoff: cfg.backoff_initial,
-            last_keepalive_ack: None,
-            last_keepalive: None,
-            farewell: Vec::new(),
-            cfg,
         }
     }
 
@@ -330,10 +283,13 @@ impl V1SessionConn {
 
     /// A new transport to the peer is up: send our banner (the client does not wait).
     pub fn start_link(&mut self, link_id: LinkId, now: Instant) {
-        if !matches!(self.state, State::Connecting | State::Standby | State::Wait) {
+        if !matches!(
+            self.core.state,
+            State::Connecting | State::Standby | State::Wait
+        ) {
             debug!(
                 "[{}] v1 start_link in state {:?} ignored",
-                self.peer.addr, self.state
+                self.core.peer.addr, self.core.state
             );
             return;
         }
@@ -344,13 +300,13 @@ impl V1SessionConn {
                 Initiator::Local,
             );
         }
-        self.state = State::Connecting;
-        self.reconnect_at = None;
-        self.session.global_seq = self.cfg.global_seq.next(0);
+        self.core.state = State::Connecting;
+        self.core.reconnect_at = None;
+        self.core.session.global_seq = self.core.cfg.global_seq.next(0);
         let mut link = V1Link::new(link_id, Role::Client, now);
         link.out.push_copy(crate::wire::v1::BANNER);
         self.link = Some(link);
-        if let Some(e) = v1_unusable(&self.cfg, false) {
+        if let Some(e) = v1_unusable(&self.core.cfg, false) {
             self.fail_link(now, e, Initiator::Local);
         }
     }
@@ -392,43 +348,15 @@ impl V1SessionConn {
 
     /// A deadline from [`V1SessionConn::poll_timeout`] passed.
     pub fn handle_timeout(&mut self, now: Instant) {
-        if self.state == State::Standby && self.standby_until.is_some_and(|t| t <= now) {
-            self.standby_until = None;
-            crate::proto::fault::standby_expired(
-                &mut self.state,
-                &mut self.session,
-                &mut self.events,
-            );
-        }
-        if self.reconnect_at.is_some_and(|t| t <= now) {
-            self.reconnect_at = None;
-            if matches!(self.state, State::Connecting | State::Wait) && self.link.is_none() {
-                self.state = State::Connecting;
-                self.events.push_back(Event::ReconnectDue);
-            }
-        }
+        self.core.handle_session_timers(now, self.link.is_some());
         let Some(link) = &self.link else { return };
         if !link.is_open() {
-            if now >= link.started + self.cfg.handshake_timeout {
+            if now >= link.started + self.core.cfg.handshake_timeout {
                 self.fail_link(now, Error::HandshakeTimeout, Initiator::Local);
             }
-        } else if now >= link.last_rx + self.cfg.idle_timeout {
+        } else if now >= link.last_rx + self.core.cfg.idle_timeout {
             self.fail_link(now, Error::IdleTimeout, Initiator::Local);
         }
-    }
-
-    /// Queue a message; a session in standby starts reconnecting (unless we are a server).
-    pub fn send(&mut self, msg: Message) -> Result<(), SendError> {
-        match self.state {
-            State::Closed => return Err(SendError::Closed),
-            State::Standby if !self.policy.server => {
-                self.state = State::Connecting;
-                self.events.push_back(Event::ReconnectDue);
-            }
-            _ => {}
-        }
-        self.session.queue(msg);
-        Ok(())
     }
 
     /// Close the session: send CLOSE on an open link, drop every queued message.
@@ -436,15 +364,7 @@ impl V1SessionConn {
         if let Some(link) = self.link.take() {
             self.push_link_closed(link, Error::MarkedDown, Initiator::User);
         }
-        self.session.reset(0);
-        self.state = State::Closed;
-        self.reconnect_at = None;
-    }
-
-    /// Make the session lossy from now on.
-    pub fn mark_disposable(&mut self) {
-        self.policy.lossy = true;
-        self.session.lossy = true;
+        self.core.close();
     }
 
     /// v1 has no auth-method negotiation: ignored.
@@ -457,10 +377,8 @@ impl V1SessionConn {
         if !out.is_empty() {
             return true;
         }
-        if let Some(pos) = self.farewell.iter().position(|(id, _)| *id == link_id) {
-            let (_, t) = self.farewell.swap_remove(pos);
-            *out = t;
-            return !out.is_empty();
+        if let Some(any) = self.core.take_farewell(link_id, out) {
+            return any;
         }
         if !self.link.as_ref().is_some_and(|l| l.id == link_id) {
             return false;
@@ -472,42 +390,24 @@ impl V1SessionConn {
         !out.is_empty()
     }
 
-    /// The next event, if any.
-    pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
-    }
-
     /// The next deadline.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let mut next = self.reconnect_at;
+        let mut next = self.core.session_deadline();
         let mut consider = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
-        if let Some(t) = self.standby_until.filter(|_| self.state == State::Standby) {
-            consider(t);
-        }
         if let Some(link) = &self.link {
             if link.is_open() {
-                consider(link.last_rx + self.cfg.idle_timeout);
-                if let Some(iv) = self.cfg.keepalive_interval {
+                consider(link.last_rx + self.core.cfg.idle_timeout);
+                if let Some(iv) = self.core.cfg.keepalive_interval {
                     consider(link.last_keepalive_tx + iv);
                 }
             } else {
-                consider(link.started + self.cfg.handshake_timeout);
+                consider(link.started + self.core.cfg.handshake_timeout);
             }
         }
         next
     }
 
     // ----- queries ------------------------------------------------------------
-
-    /// Where the session stands.
-    pub fn state(&self) -> State {
-        self.state
-    }
-
-    /// True if messages flow now.
-    pub fn is_connected(&self) -> bool {
-        self.state == State::Open
-    }
 
     /// The current link, if any.
     pub fn link_id(&self) -> Option<LinkId> {
@@ -516,40 +416,15 @@ impl V1SessionConn {
 
     /// True if the link `id` is current and has bytes or messages to send.
     pub fn wants_transmit(&self, id: LinkId) -> bool {
-        self.farewell.iter().any(|(l, _)| *l == id)
+        self.core.has_farewell(id)
             || self.link.as_ref().is_some_and(|l| {
                 l.id == id
                     && (!l.out.is_empty()
                         || (l.is_open()
-                            && (self.session.has_outgoing()
-                                || (self.session.ack_pending() && !self.session.lossy)
+                            && (self.core.session.has_outgoing()
+                                || (self.core.session.ack_pending() && !self.core.session.lossy)
                                 || l.keepalive_ack_due.is_some())))
             })
-    }
-
-    /// What we know of the peer.
-    pub fn peer(&self) -> &Peer {
-        &self.peer
-    }
-
-    /// The policy in force.
-    pub fn policy(&self) -> Policy {
-        self.policy
-    }
-
-    /// The session's sequence state.
-    pub fn session(&self) -> &Session {
-        &self.session
-    }
-
-    /// When the last KEEPALIVE2_ACK arrived.
-    pub fn last_keepalive_ack(&self) -> Option<Instant> {
-        self.last_keepalive_ack
-    }
-
-    /// When the last KEEPALIVE2 (or KEEPALIVE) arrived.
-    pub fn last_keepalive(&self) -> Option<Instant> {
-        self.last_keepalive
     }
 
     /// v1 sessions authenticate (if at all) inside messages: always auth NONE here.
@@ -559,7 +434,7 @@ impl V1SessionConn {
 
     /// The view [`crate::proto::accept::decide`] needs of this session.
     pub fn existing_view(&self) -> Option<ExistingView> {
-        let state = match self.state {
+        let state = match self.core.state {
             State::Connecting => ExistingState::Connecting,
             State::Open | State::Standby => ExistingState::Established,
             State::Wait => ExistingState::Waiting,
@@ -567,10 +442,10 @@ impl V1SessionConn {
         };
         Some(ExistingView {
             state,
-            lossy: self.session.lossy,
-            connect_seq: self.session.connect_seq,
-            peer_global_seq: self.session.peer_global_seq,
-            cookie: if self.session.connect_seq > 0 {
+            lossy: self.core.session.lossy,
+            connect_seq: self.core.session.connect_seq,
+            peer_global_seq: self.core.session.peer_global_seq,
+            cookie: if self.core.session.connect_seq > 0 {
                 V1_COOKIE
             } else {
                 0
@@ -602,7 +477,7 @@ impl V1SessionConn {
     pub fn take_handoff(&mut self) -> Option<V1Handoff> {
         let mut link = self.link.take()?;
         let request = link.pending.take()?;
-        self.state = State::Closed;
+        self.core.state = State::Closed;
         Some(V1Handoff { link, request })
     }
 
@@ -617,21 +492,21 @@ impl V1SessionConn {
             );
         }
         if reset {
-            let was_established = self.session.connect_seq > 0;
-            let cookie = random_u64(&mut *self.rng);
-            self.session.reset_keep_queue(cookie);
+            let was_established = self.core.session.connect_seq > 0;
+            let cookie = random_cookie(&mut *self.core.rng);
+            self.core.session.reset_keep_queue(cookie);
             if was_established {
-                if self.session.lossy {
-                    self.events.push_back(Event::Reset);
-                } else if self.policy.resetcheck {
-                    self.events.push_back(Event::RemoteReset);
+                if self.core.session.lossy {
+                    self.core.events.push_back(Event::Reset);
+                } else if self.core.policy.resetcheck {
+                    self.core.events.push_back(Event::RemoteReset);
                 }
             }
         } else {
-            self.session.requeue_sent();
+            self.core.session.requeue_sent();
         }
-        self.peer.ty = request.peer_type;
-        self.peer.addrs = request.peer_addrs.clone();
+        self.core.peer.ty = request.peer_type;
+        self.core.peer.addrs = request.peer_addrs.clone();
         self.link = Some(link);
         self.server_open_session(&request, reset, now);
         self.process_input(now);
@@ -650,7 +525,11 @@ impl V1SessionConn {
                 Ok(true) => {}
                 Ok(false) => return,
                 Err(e) => {
-                    debug!("[{}] v1 error while {}: {e}", self.peer.addr, phase.name());
+                    debug!(
+                        "[{}] v1 error while {}: {e}",
+                        self.core.peer.addr,
+                        phase.name()
+                    );
                     let initiator = if matches!(&e, Error::Closed { .. })
                         || matches!(&e, Error::Transport(_))
                     {
@@ -712,7 +591,7 @@ impl V1SessionConn {
                 Ok(true)
             }
             Unit::Seq(seq) => {
-                self.session.discard_acked_replays(seq);
+                self.core.session.discard_acked_replays(seq);
                 self.server_open(now);
                 Ok(true)
             }
@@ -746,13 +625,13 @@ impl V1SessionConn {
         link.inbuf.advance(used);
         match frame {
             Frame::Msg(raw) => self.on_msg(raw)?,
-            Frame::Ack(seq) => self.session.handle_ack(seq),
-            Frame::Keepalive => self.last_keepalive = Some(now),
+            Frame::Ack(seq) => self.core.session.handle_ack(seq),
+            Frame::Keepalive => self.core.last_keepalive = Some(now),
             Frame::Keepalive2(stamp) => {
-                self.last_keepalive = Some(now);
+                self.core.last_keepalive = Some(now);
                 link.keepalive_ack_due = Some(stamp);
             }
-            Frame::Keepalive2Ack(_) => self.last_keepalive_ack = Some(now),
+            Frame::Keepalive2Ack(_) => self.core.last_keepalive_ack = Some(now),
             Frame::Close => return Err(Error::Transport("the v1 peer sent CLOSE".into())),
         }
         Ok(true)
@@ -764,32 +643,32 @@ impl V1SessionConn {
         if raw.footer.flags & footer_flags::COMPLETE == 0 {
             debug!(
                 "[{}] v1: dropping aborted message seq {}",
-                self.peer.addr, raw.header.seq
+                self.core.peer.addr, raw.header.seq
             );
             return Ok(());
         }
         let seq = raw.header.seq;
-        match self.session.receive(seq) {
+        match self.core.session.receive(seq) {
             Incoming::Deliver => {}
             Incoming::Duplicate => {
-                debug!("[{}] v1: dropping duplicate seq {seq}", self.peer.addr);
+                debug!("[{}] v1: dropping duplicate seq {seq}", self.core.peer.addr);
                 return Ok(());
             }
             Incoming::Gap { missing_from } => {
-                if !self.session.lossy {
+                if !self.core.session.lossy {
                     return Err(Error::PeerMisbehaved(
                         "message sequence gap on a lossless session",
                     ));
                 }
                 debug!(
                     "[{}] v1: messages {missing_from}..{seq} skipped by a lossy peer",
-                    self.peer.addr
+                    self.core.peer.addr
                 );
             }
         }
         let message = raw.to_message();
-        self.peer.name = Some(message.src);
-        self.events.push_back(Event::Message(message));
+        self.core.peer.name = Some(message.src);
+        self.core.events.push_back(Event::Message(message));
         Ok(())
     }
 
@@ -798,11 +677,11 @@ impl V1SessionConn {
     fn client_on_hello(&mut self, server: EntityAddr, seen: EntityAddr) -> Result<(), Error> {
         trace!(
             "[{}] v1 hello: server {server}, we are {seen}",
-            self.peer.addr
+            self.core.peer.addr
         );
         // Our own address: the one we listen on, or (unbound) blank with our nonce, so
         // the server keys our session by nonce.
-        let mine = legacy(my_addr(&self.cfg));
+        let mine = legacy(my_addr(&self.core.cfg));
         let mut b = Vec::with_capacity(136);
         mine.encode_legacy(&mut b);
         if let Some(link) = &mut self.link {
@@ -813,18 +692,18 @@ impl V1SessionConn {
     }
 
     fn our_features(&self) -> u64 {
-        self.cfg.features_supported
+        self.core.cfg.features_supported
     }
 
     fn client_send_connect(&mut self) {
         let c = ConnectMsg {
             features: self.our_features(),
-            host_type: u32::from(self.cfg.name.ty.0),
-            global_seq: self.session.global_seq as u32,
-            connect_seq: self.session.connect_seq as u32,
-            protocol_version: protocol_version_for(self.cfg.name.ty, self.peer.ty, true),
+            host_type: u32::from(self.core.cfg.name.ty.0),
+            global_seq: self.core.session.global_seq as u32,
+            connect_seq: self.core.session.connect_seq as u32,
+            protocol_version: protocol_version_for(self.core.cfg.name.ty, self.core.peer.ty, true),
             authorizer_protocol: 0,
-            flags: if self.policy.lossy {
+            flags: if self.core.policy.lossy {
                 CONNECT_FLAG_LOSSY
             } else {
                 0
@@ -833,7 +712,7 @@ impl V1SessionConn {
         };
         trace!(
             "[{}] v1 connect gseq {} cseq {}",
-            self.peer.addr,
+            self.core.peer.addr,
             c.global_seq,
             c.connect_seq
         );
@@ -857,7 +736,7 @@ impl V1SessionConn {
     fn client_on_reply(&mut self, reply: ConnectReply, now: Instant) -> Result<(), Error> {
         trace!(
             "[{}] v1 connect_reply {} gseq {} cseq {}",
-            self.peer.addr,
+            self.core.peer.addr,
             reply.tag,
             reply.global_seq,
             reply.connect_seq
@@ -878,40 +757,41 @@ impl V1SessionConn {
                 missing: reply.features & !self.our_features(),
             }),
             Tag::BADPROTOVER => Err(Error::BadProtocolVersion {
-                ours: protocol_version_for(self.cfg.name.ty, self.peer.ty, true),
+                ours: protocol_version_for(self.core.cfg.name.ty, self.core.peer.ty, true),
                 theirs: reply.protocol_version,
             }),
             Tag::BADAUTHORIZER => Err(Error::Auth(crate::auth::AuthError::Malformed(
                 "the v1 peer refused our (empty) authorizer (BADAUTHORIZER)",
             ))),
             Tag::RESETSESSION => {
-                info!("[{}] v1: the peer reset our session", self.peer.addr);
-                let cookie = random_u64(&mut *self.rng);
-                let dropped = self.session.reset_keep_queue(cookie);
+                info!("[{}] v1: the peer reset our session", self.core.peer.addr);
+                let cookie = random_cookie(&mut *self.core.rng);
+                let dropped = self.core.session.reset_keep_queue(cookie);
                 if dropped > 0 {
                     info!(
                         "[{}] {dropped} unacknowledged messages dropped by the reset",
-                        self.peer.addr
+                        self.core.peer.addr
                     );
                 }
-                self.events.push_back(Event::RemoteReset);
+                self.core.events.push_back(Event::RemoteReset);
                 self.client_retry()
             }
             Tag::RETRY_SESSION => {
-                self.session.connect_seq =
-                    u64::from(reply.connect_seq).max(self.session.connect_seq);
+                self.core.session.connect_seq =
+                    u64::from(reply.connect_seq).max(self.core.session.connect_seq);
                 self.client_retry()
             }
             Tag::RETRY_GLOBAL => {
-                self.session.global_seq = self.cfg.global_seq.next(u64::from(reply.global_seq));
+                self.core.session.global_seq =
+                    self.core.cfg.global_seq.next(u64::from(reply.global_seq));
                 self.client_retry()
             }
             Tag::WAIT => {
                 info!(
                     "[{}] v1: lost the connection race; waiting for the peer's connection",
-                    self.peer.addr
+                    self.core.peer.addr
                 );
-                self.state = State::Wait;
+                self.core.state = State::Wait;
                 Err(Error::Transport("connection race lost (WAIT)".into()))
             }
             tag => Err(Error::Legacy(format!("unexpected connect_reply tag {tag}"))),
@@ -919,9 +799,9 @@ impl V1SessionConn {
     }
 
     fn client_on_seq(&mut self, peer_in_seq: u64, now: Instant) {
-        self.session.requeue_sent();
-        self.session.discard_acked_replays(peer_in_seq);
-        let in_seq = self.session.in_seq();
+        self.core.session.requeue_sent();
+        self.core.session.discard_acked_replays(peer_in_seq);
+        let in_seq = self.core.session.in_seq();
         let reply = self.link.as_mut().and_then(|l| {
             let mut b = Vec::with_capacity(8);
             b.put_le64(in_seq);
@@ -934,43 +814,43 @@ impl V1SessionConn {
     }
 
     fn client_open(&mut self, reply: &ConnectReply, now: Instant) {
-        let required = self.cfg.features_required | self.policy.features_required;
+        let required = self.core.cfg.features_required | self.core.policy.features_required;
         let missing = required & !reply.features;
         if missing != 0 {
             self.fail_link(now, Error::MissingFeatures { missing }, Initiator::Local);
             return;
         }
         let lossy = reply.flags & CONNECT_FLAG_LOSSY != 0;
-        if lossy != self.session.lossy {
+        if lossy != self.core.session.lossy {
             warn!(
                 "[{}] v1 server decides the session is {}",
-                self.peer.addr,
+                self.core.peer.addr,
                 if lossy { "lossy" } else { "lossless" }
             );
-            self.session.lossy = lossy;
-            self.policy.lossy = lossy;
+            self.core.session.lossy = lossy;
+            self.core.policy.lossy = lossy;
         }
-        let resumed = self.session.connect_seq > 0;
-        self.session.connect_seq = u64::from(reply.connect_seq).max(1);
-        self.session.peer_global_seq = u64::from(reply.global_seq);
-        self.peer.features = reply.features & self.our_features();
+        let resumed = self.core.session.connect_seq > 0;
+        self.core.session.connect_seq = u64::from(reply.connect_seq).max(1);
+        self.core.session.peer_global_seq = u64::from(reply.global_seq);
+        self.core.peer.features = reply.features & self.our_features();
         if let Some(link) = &mut self.link {
-            link.features = self.peer.features;
+            link.features = self.core.peer.features;
             link.phase = Phase::Open;
             link.last_keepalive_tx = now;
         }
-        self.state = State::Open;
-        self.backoff = self.cfg.backoff_initial;
-        self.reconnect_at = None;
-        self.events.push_back(Event::Connected { resumed });
+        self.core.state = State::Open;
+        self.core.backoff = self.core.cfg.backoff_initial;
+        self.core.reconnect_at = None;
+        self.core.events.push_back(Event::Connected { resumed });
     }
 
     // ----- internals: server handshake ---------------------------------------
 
     fn server_on_connect(&mut self, c: ConnectMsg) -> Result<(), Error> {
         let peer_type = EntityType(c.host_type.min(255) as u8);
-        let policy = self.cfg.policies.get(peer_type);
-        let ours = protocol_version_for(self.cfg.name.ty, peer_type, false);
+        let policy = self.core.cfg.policies.get(peer_type);
+        let ours = protocol_version_for(self.core.cfg.name.ty, peer_type, false);
         let mut reply = ConnectReply {
             tag: Tag::READY,
             features: self.our_features(),
@@ -980,11 +860,11 @@ impl V1SessionConn {
             flags: 0,
             authorizer: Vec::new(),
         };
-        if let Some(e) = v1_unusable(&self.cfg, true) {
+        if let Some(e) = v1_unusable(&self.core.cfg, true) {
             return Err(e);
         }
         // Rows 1–4 of v1's table are about this link alone.
-        let required = self.cfg.features_required | policy.features_required;
+        let required = self.core.cfg.features_required | policy.features_required;
         let refusal = if c.protocol_version != ours {
             Some(Tag::BADPROTOVER)
         } else if required & !c.features != 0 {
@@ -1010,7 +890,7 @@ impl V1SessionConn {
         // `decide` orders addresses (kind first) against the shell's own address, which
         // is written as msgr2: give the peer's the same kind, so both sides of a race
         // compare nonce and IP:port alone and reach mirror-image decisions.
-        peer_addr.kind = my_addr(&self.cfg).kind;
+        peer_addr.kind = my_addr(&self.core.cfg).kind;
         let attempt = Attempt {
             global_seq: u64::from(c.global_seq),
             resume: (c.connect_seq > 0).then_some((V1_COOKIE, u64::from(c.connect_seq))),
@@ -1026,11 +906,11 @@ impl V1SessionConn {
         link.connect = Some(c);
         link.pending = Some(request.clone());
         link.phase = Phase::AwaitDecision;
-        self.policy = policy;
-        self.peer.ty = peer_type;
-        self.peer.addr = peer_addr;
-        self.peer.addrs = request.peer_addrs.clone();
-        self.events.push_back(Event::AcceptRequest(request));
+        self.core.policy = policy;
+        self.core.peer.ty = peer_type;
+        self.core.peer.addr = peer_addr;
+        self.core.peer.addrs = request.peer_addrs.clone();
+        self.core.events.push_back(Event::AcceptRequest(request));
         Ok(())
     }
 
@@ -1061,7 +941,10 @@ impl V1SessionConn {
             Decision::Wait => Tag::WAIT,
             Decision::New | Decision::Adopt { .. } => return,
         };
-        debug!("[{}] v1 connect answered {}", self.peer.addr, reply.tag);
+        debug!(
+            "[{}] v1 connect answered {}",
+            self.core.peer.addr, reply.tag
+        );
         link.push(&reply);
     }
 
@@ -1069,8 +952,8 @@ impl V1SessionConn {
         let Some(request) = self.link.as_mut().and_then(|l| l.pending.take()) else {
             return Err(Error::PeerMisbehaved("internal: no pending accept request"));
         };
-        let cookie = random_u64(&mut *self.rng);
-        self.session = Session::new(cookie, self.policy.lossy);
+        let cookie = random_cookie(&mut *self.core.rng);
+        self.core.session = Session::new(cookie, self.core.policy.lossy);
         self.server_open_session(&request, false, now);
         Ok(())
     }
@@ -1078,25 +961,25 @@ impl V1SessionConn {
     /// Answer the pending connect: READY, or SEQ with our in_seq and wait for the peer's.
     fn server_open_session(&mut self, request: &AcceptRequest, reset: bool, now: Instant) {
         let our_features = self.our_features();
-        let lossy = self.session.lossy;
-        let gseq = self.cfg.global_seq.next(0);
-        let in_seq = self.session.in_seq();
+        let lossy = self.core.session.lossy;
+        let gseq = self.core.cfg.global_seq.next(0);
+        let in_seq = self.core.session.in_seq();
         let Some(link) = &mut self.link else { return };
         link.pending = None;
         let Some(c) = link.connect.take() else {
             return;
         };
-        self.session.connect_seq = request.attempt.resume.map_or(0, |(_, n)| n) + 1;
-        self.session.peer_global_seq = request.attempt.global_seq;
-        self.session.global_seq = gseq;
+        self.core.session.connect_seq = request.attempt.resume.map_or(0, |(_, n)| n) + 1;
+        self.core.session.peer_global_seq = request.attempt.global_seq;
+        self.core.session.global_seq = gseq;
         link.features = c.features & our_features;
-        self.peer.features = link.features;
+        self.core.peer.features = link.features;
         let seq = link.features & features::RECONNECT_SEQ != 0 && !reset;
         let reply = ConnectReply {
             tag: if seq { Tag::SEQ } else { Tag::READY },
             features: our_features,
             global_seq: gseq as u32,
-            connect_seq: self.session.connect_seq as u32,
+            connect_seq: self.core.session.connect_seq as u32,
             protocol_version: c.protocol_version,
             flags: if lossy { CONNECT_FLAG_LOSSY } else { 0 },
             authorizer: Vec::new(),
@@ -1111,7 +994,7 @@ impl V1SessionConn {
         // RESETSESSION, which drops what it had sent. (A lossy one keeps nothing to
         // resume: it stays as it was until the exchange completes.)
         if !lossy {
-            self.state = State::Open;
+            self.core.state = State::Open;
         }
         if seq {
             let mut b = Vec::with_capacity(8);
@@ -1133,19 +1016,19 @@ impl V1SessionConn {
             link.phase = Phase::Open;
             link.last_keepalive_tx = now;
         }
-        self.state = State::Open;
-        self.reconnect_at = None;
-        self.backoff = self.cfg.backoff_initial;
-        self.events.push_back(Event::Accepted { resumed });
+        self.core.state = State::Open;
+        self.core.reconnect_at = None;
+        self.core.backoff = self.core.cfg.backoff_initial;
+        self.core.events.push_back(Event::Accepted { resumed });
     }
 
     // ----- internals: output and faults --------------------------------------
 
     fn v1_limits(&self) -> Limits {
         Limits {
-            max_front_len: self.cfg.limits.max_front,
-            max_middle_len: self.cfg.limits.max_middle,
-            max_data_len: self.cfg.limits.max_data,
+            max_front_len: self.core.cfg.limits.max_front,
+            max_middle_len: self.core.cfg.limits.max_middle,
+            max_data_len: self.core.cfg.limits.max_data,
         }
     }
 
@@ -1157,12 +1040,12 @@ impl V1SessionConn {
         if let Some(stamp) = link.keepalive_ack_due.take() {
             link.push_frame(&Frame::Keepalive2Ack(stamp));
         }
-        if let Some(iv) = self.cfg.keepalive_interval {
+        if let Some(iv) = self.core.cfg.keepalive_interval {
             if now >= link.last_keepalive_tx + iv {
                 link.last_keepalive_tx = now;
                 let f = if link.features & features::MSGR_KEEPALIVE2 != 0 {
                     Frame::Keepalive2(Timespec::from_duration(
-                        now.saturating_duration_since(self.epoch),
+                        now.saturating_duration_since(self.core.epoch),
                     ))
                 } else {
                     Frame::Keepalive
@@ -1170,17 +1053,17 @@ impl V1SessionConn {
                 link.push_frame(&f);
             }
         }
-        let budget = self.cfg.max_batch_bytes;
+        let budget = self.core.cfg.max_batch_bytes;
         let with_sig = link.with_sig();
         while link.out.len() < budget {
-            let Some(msg) = self.session.next_outgoing() else {
+            let Some(msg) = self.core.session.next_outgoing() else {
                 break;
             };
-            let raw = RawMsg::from_message(&msg, msg.seq, self.cfg.name, with_sig);
+            let raw = RawMsg::from_message(&msg, msg.seq, self.core.cfg.name, with_sig);
             link.push_msg(&raw);
         }
-        if self.session.ack_pending() && !self.session.lossy {
-            let seq = self.session.take_ack();
+        if self.core.session.ack_pending() && !self.core.session.lossy {
+            let seq = self.core.session.take_ack();
             link.push_frame(&Frame::Ack(seq));
         }
     }
@@ -1189,15 +1072,8 @@ impl V1SessionConn {
         if initiator == Initiator::User && link.is_open() {
             link.push_frame(&Frame::Close);
         }
-        if !link.out.is_empty() {
-            let out = std::mem::take(&mut link.out);
-            self.farewell.push((link.id, out));
-        }
-        self.events.push_back(Event::LinkClosed {
-            link: link.id,
-            error,
-            initiator,
-        });
+        let out = std::mem::take(&mut link.out);
+        self.core.link_closed(link.id, out, error, initiator);
     }
 
     /// The link failed: close it and apply the session policy (as msgr2 does).
@@ -1206,33 +1082,18 @@ impl V1SessionConn {
         let was_open = link.is_open();
         info!(
             "[{}] v1 link {} closed ({:?}): {}",
-            self.peer.addr, link.id, initiator, error
+            self.core.peer.addr, link.id, initiator, error
         );
         self.push_link_closed(link, error.clone(), initiator);
-        crate::proto::fault::after_link_loss(
-            crate::proto::fault::SessionParts {
-                state: &mut self.state,
-                session: &mut self.session,
-                policy: &self.policy,
-                events: &mut self.events,
-                reconnect_at: &mut self.reconnect_at,
-                standby_until: &mut self.standby_until,
-                backoff: &mut self.backoff,
-                cfg: &self.cfg,
-                rng: &mut *self.rng,
-            },
-            error,
-            was_open,
-            now,
-        );
+        crate::proto::fault::after_link_loss(&mut self.core, error, was_open, now);
     }
 }
 
 impl std::fmt::Debug for V1SessionConn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("V1SessionConn")
-            .field("state", &self.state)
-            .field("peer", &self.peer.addr)
+            .field("state", &self.core.state)
+            .field("peer", &self.core.peer.addr)
             .field("link", &self.link)
             .finish_non_exhaustive()
     }
@@ -1313,12 +1174,6 @@ fn legacy(mut a: EntityAddr) -> EntityAddr {
     a
 }
 
-fn random_u64(rng: &mut dyn Random) -> u64 {
-    let mut b = [0u8; 8];
-    rng.fill(&mut b);
-    u64::from_le_bytes(b).max(1)
-}
-
 #[cfg(test)]
 mod tests {
     //! Two v1 session machines over in-memory links, with the shell's session table
@@ -1326,8 +1181,12 @@ mod tests {
     #![allow(clippy::disallowed_methods)]
 
     use super::*;
+    use std::time::Duration;
+
     use crate::crypto::SeededRng;
     use crate::proto::accept::decide;
+    use crate::proto::policy::Policy;
+    use crate::wire::message::Message;
     use crate::wire::types::EntityName;
 
     fn cfg(name: &str, port: u16, nonce: u32, policy: Policy) -> Arc<ProtoConfig> {
