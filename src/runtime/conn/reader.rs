@@ -44,24 +44,41 @@ fn reader_loop(inner: Arc<Inner>, mut shared: Arc<ConnShared>, link: LinkId, rea
     let faults = inner.faults.for_connection(link);
     let mut buf = BytesMut::with_capacity(SCRATCH);
     // Small reads land in a buffer zeroed once and are copied (only the bytes read);
-    // the rest of a large frame is read straight into `buf`, zeroed once per frame.
+    // the rest of a large frame is read straight into `spare`: zeroed bytes right
+    // after `buf` in the same allocation, each byte zeroed once (the bytes a read
+    // fills move to `buf` without a copy). Reads return what the socket has, so a big
+    // frame arrives in pieces, and each piece goes to the state machine at once (a
+    // signed frame's HMAC is computed as it arrives; docs/PROTOCOL.md §3.4).
     // An idle connection blocks in read() with its scratch buffer, which stays
     // resident: it starts at IDLE_READ and grows to SCRATCH the first time a read
     // fills it (so an idle connection costs 4 KiB here, not 64).
     let mut scratch = vec![0u8; IDLE_READ];
+    let mut spare = BytesMut::new();
     let mut hint = SCRATCH;
     loop {
-        let start = buf.len();
         let direct = hint > SCRATCH;
         let r = if direct {
-            buf.resize(start + hint.min(MAX_DIRECT_READ), 0);
-            reader.read(&mut buf[start..])
+            let want = hint.min(MAX_DIRECT_READ);
+            if spare.len() < want {
+                // Rejoin (no copy: the two are adjacent unless the state machine
+                // replaced `buf`) and zero only what is new.
+                let start = buf.len();
+                buf.unsplit(std::mem::take(&mut spare));
+                buf.resize(start + want, 0);
+                spare = buf.split_off(start);
+            }
+            reader.read(&mut spare[..want])
         } else {
+            if !spare.is_empty() {
+                // Back to small reads: return the room to `buf` for the copies.
+                let start = buf.len();
+                buf.unsplit(std::mem::take(&mut spare));
+                buf.truncate(start);
+            }
             reader.read(&mut scratch)
         };
         let n = match r {
             Ok(0) => {
-                buf.truncate(start);
                 // Bytes still buffered are an incomplete frame (or banner): say so.
                 let why = match buf.len() {
                     0 => "peer closed the connection".to_string(),
@@ -71,18 +88,14 @@ fn reader_loop(inner: Arc<Inner>, mut shared: Arc<ConnShared>, link: LinkId, rea
                 return;
             }
             Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {
-                buf.truncate(start);
-                continue;
-            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => {
-                buf.truncate(start);
                 fail(&inner, &shared, link, ProtoError::Transport(e.to_string()));
                 return;
             }
         };
         if direct {
-            buf.truncate(start + n);
+            buf.unsplit(spare.split_to(n));
         } else {
             buf.extend_from_slice(&scratch[..n]);
             if n == scratch.len() && scratch.len() < SCRATCH {
