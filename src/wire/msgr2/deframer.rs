@@ -5,10 +5,10 @@
 //! the buffer without copying (`split_to` + `freeze`), MSG sections are slices of the
 //! frame, and encrypted frames are decrypted in place.
 //!
-//! A signed frame is hashed while it arrives: once its 20-byte head is buffered and
-//! checked, each call feeds the newly buffered bytes of (confounder ‖ length ‖ tag ‖
-//! payload) to an HMAC begun with the expected counter, so the receiver's hashing
-//! overlaps the sender's instead of following it. The verdict still comes only when the whole frame is buffered, and
+//! A signed frame is hashed while it arrives: once its 20-byte head is buffered, each
+//! call feeds the newly buffered bytes of (tag ‖ payload) to an HMAC begun with the
+//! expected counter, so the receiver's hashing overlaps the sender's instead of
+//! following it. The verdict still comes only when the whole frame is buffered, and
 //! nothing of a frame is returned before its signature checks out (§3.4).
 
 use std::fmt;
