@@ -43,7 +43,6 @@ pub use keylog::{
     key_log_lines, log_keys, KeyLog, KeyLogEntry, KeyLogError, KeyLogFile, KEY_LOG_LABEL,
 };
 pub use keys::{derive_keys, DirectionKeys, SessionKeys};
-pub(crate) use protect::SignedVerify;
 pub use protect::{RxProtector, TxProtector, DEFAULT_MAX_FRAMES};
 pub use rng::{Random, SeededRng, SystemRng};
 

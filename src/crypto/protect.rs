@@ -8,7 +8,6 @@
 
 use std::fmt;
 use std::ops::Range;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_128_GCM};
 use ring::hmac;
@@ -254,11 +253,6 @@ fn seal_encrypted(
     Ok(())
 }
 
-/// Source of [`RxProtector`] identities, so that a [`SignedVerify`] begun by one
-/// protector is never finished by another (the deframer keeps the verification of a
-/// partly received frame across calls, and the shell may replace the protector).
-static NEXT_RX_ID: AtomicU64 = AtomicU64::new(1);
-
 /// Authenticates (and decrypts) the frames one side receives.
 pub struct RxProtector {
     protection: Protection,
@@ -266,48 +260,6 @@ pub struct RxProtector {
     /// The counter the next frame must carry.
     seq: u64,
     max_frames: u64,
-    /// This protector's identity (see [`NEXT_RX_ID`]).
-    id: u64,
-}
-
-/// The HMAC of a signed frame computed while its bytes arrive (§3.4 step 3, done
-/// incrementally so the receiver hashes in step with the sender instead of after it).
-///
-/// Begun by [`RxProtector::begin_signed`] for the protector's current counter, fed the
-/// frame's bytes in order from its first (confounder) byte with [`SignedVerify::update`],
-/// and ended by [`RxProtector::finish_signed`], which alone decides whether the frame is
-/// authentic. Nothing of the frame is interpreted before that.
-pub(crate) struct SignedVerify {
-    ctx: hmac::Context,
-    /// The protector that began it, and the counter it was begun with.
-    owner: u64,
-    seq: u64,
-    /// Bytes of the frame (confounder ‖ length ‖ tag ‖ payload) hashed so far.
-    hashed: usize,
-}
-
-impl fmt::Debug for SignedVerify {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SignedVerify")
-            .field("seq", &self.seq)
-            .field("hashed", &self.hashed)
-            .finish()
-    }
-}
-
-impl SignedVerify {
-    /// Bytes of the frame hashed so far (the offset of the next byte to feed).
-    pub(crate) fn hashed(&self) -> usize {
-        self.hashed
-    }
-
-    /// Hash the frame's next bytes, which follow the [`SignedVerify::hashed`] bytes
-    /// already fed. Only confounder, length, tag and payload go in here: the caller
-    /// stops at the signature.
-    pub(crate) fn update(&mut self, bytes: &[u8]) {
-        self.ctx.update(bytes);
-        self.hashed += bytes.len();
-    }
 }
 
 impl fmt::Debug for RxProtector {
@@ -327,7 +279,6 @@ impl RxProtector {
             keys: None,
             seq: 0,
             max_frames: u64::MAX,
-            id: NEXT_RX_ID.fetch_add(1, Ordering::Relaxed),
         }
     }
 
@@ -339,7 +290,6 @@ impl RxProtector {
             keys,
             seq: 0,
             max_frames,
-            id: NEXT_RX_ID.fetch_add(1, Ordering::Relaxed),
         }
     }
 
@@ -353,63 +303,6 @@ impl RxProtector {
         self.seq
     }
 
-    /// Start authenticating the next signed frame before all of it is buffered: the
-    /// HMAC with the counter this frame must carry. `None` unless this protector is
-    /// signed. Feed it the frame from its first byte, then call [`Self::finish_signed`].
-    pub(crate) fn begin_signed(&self) -> Option<SignedVerify> {
-        let keys = self
-            .keys
-            .as_ref()
-            .filter(|_| self.protection == Protection::Signed)?;
-        let mut ctx = hmac::Context::with_key(&keys.mac);
-        ctx.update(&self.seq.to_le_bytes());
-        Some(SignedVerify {
-            ctx,
-            owner: self.id,
-            seq: self.seq,
-            hashed: 0,
-        })
-    }
-
-    /// True if `v` was begun by this protector for the frame it expects next, so that
-    /// feeding it more of that frame and finishing it here is meaningful.
-    pub(crate) fn continues(&self, v: &SignedVerify) -> bool {
-        v.owner == self.id && v.seq == self.seq
-    }
-
-    /// §3.4 step 3 for a signed frame whose bytes up to `v.hashed()` were fed to `v`:
-    /// hash the rest of (confounder ‖ length ‖ tag ‖ payload) and the padding, and
-    /// compare with the frame's signature in constant time. `frame` is the whole frame,
-    /// whose length field the deframer has already checked. A `v` begun by another
-    /// protector, for another counter or fed past the payload is discarded and the
-    /// frame hashed from its start. Returns the range of (tag ‖ payload) within `frame`.
-    pub(crate) fn finish_signed(
-        &mut self,
-        v: Option<SignedVerify>,
-        frame: &[u8],
-    ) -> Result<Range<usize>, FrameError> {
-        if self.protection != Protection::Signed {
-            return Err(FrameError::BadSignature);
-        }
-        if self.seq >= self.max_frames {
-            return Err(FrameError::Exhausted);
-        }
-        let end = body_end(frame);
-        let sig_end = end + self.protection.sig_size();
-        let v = v.filter(|v| self.continues(v) && v.hashed <= end);
-        let Some(mut v) = v.or_else(|| self.begin_signed()) else {
-            return Err(FrameError::BadSignature);
-        };
-        let from = v.hashed;
-        v.update(&frame[from..end]);
-        v.ctx.update(&frame[sig_end..]);
-        if !ct_eq(v.ctx.sign().as_ref(), &frame[end..sig_end]) {
-            return Err(FrameError::BadSignature);
-        }
-        self.seq += 1;
-        Ok(PROTECTED_HEAD..end)
-    }
-
     /// §3.4 step 3 (and 4's decryption): authenticate a whole protected frame, whose
     /// length field the deframer has already checked, with the expected counter; decrypt
     /// in place. Returns the range of (tag ‖ payload) within `frame`.
@@ -417,146 +310,39 @@ impl RxProtector {
         let Some(keys) = &self.keys else {
             return Err(FrameError::BadSignature);
         };
-        if self.protection == Protection::Signed {
-            return self.finish_signed(None, frame);
-        }
         if self.seq >= self.max_frames {
             return Err(FrameError::Exhausted);
         }
-        let end = body_end(frame);
+        let mut len = [0u8; 4];
+        len.copy_from_slice(&frame[CONFOUNDER..PROTECTED_HEAD]);
+        let end = PROTECTED_HEAD + u32::from_le_bytes(len) as usize;
         let sig_end = end + self.protection.sig_size();
-        let padding = frame.len() - sig_end;
-        let mut aad = [0u8; PROTECTED_HEAD + 15];
-        aad[..PROTECTED_HEAD].copy_from_slice(&frame[..PROTECTED_HEAD]);
-        aad[PROTECTED_HEAD..PROTECTED_HEAD + padding].copy_from_slice(&frame[sig_end..]);
-        let aad = Aad::from(&aad[..PROTECTED_HEAD + padding]);
-        keys.aead
-            .open_in_place(
-                keys.nonce(self.seq),
-                aad,
-                &mut frame[PROTECTED_HEAD..sig_end],
-            )
-            .map_err(|_: ring::error::Unspecified| FrameError::BadSignature)?;
-        self.seq += 1;
-        Ok(PROTECTED_HEAD..end)
-    }
-}
-
-/// The end of (tag ‖ payload) in a protected frame: the head plus its le32 length.
-fn body_end(frame: &[u8]) -> usize {
-    let mut len = [0u8; 4];
-    len.copy_from_slice(&frame[CONFOUNDER..PROTECTED_HEAD]);
-    PROTECTED_HEAD + u32::from_le_bytes(len) as usize
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::crypto::{derive_keys, SeededRng};
-    use crate::wire::msgr2::Ack;
-
-    fn keys() -> crate::crypto::SessionKeys {
-        derive_keys(&[9u8; 32], &[0x11; 32], &[0x22; 32])
-    }
-
-    /// `n` signed ACK frames sealed with counters 0..n.
-    fn signed_acks(n: u64) -> Vec<Vec<u8>> {
-        let mut tx = TxProtector::new(Protection::Signed, &keys().c2s, DEFAULT_MAX_FRAMES);
-        let mut rng = SeededRng::new(4);
-        (0..n)
-            .map(|i| {
-                let mut t = Transmit::new();
-                tx.seal(&Frame::Ack(Ack { seq: i }), &mut rng, &mut t)
-                    .unwrap();
-                t.to_vec()
-            })
-            .collect()
-    }
-
-    #[test]
-    fn incremental_verification_at_every_split_matches_open() {
-        let frames = signed_acks(1);
-        let wire = &frames[0];
-        let end = body_end(wire);
-        let mut whole = RxProtector::new(Protection::Signed, &keys().c2s, DEFAULT_MAX_FRAMES);
-        assert_eq!(whole.open(&mut wire.clone()), Ok(PROTECTED_HEAD..end));
-        for a in 0..=end {
-            for b in a..=end {
-                let mut rx = RxProtector::new(Protection::Signed, &keys().c2s, DEFAULT_MAX_FRAMES);
-                let mut v = rx.begin_signed().unwrap();
-                v.update(&wire[..a]);
-                v.update(&wire[a..b]);
-                assert_eq!(v.hashed(), b);
-                assert!(rx.continues(&v));
-                assert_eq!(
-                    rx.finish_signed(Some(v), wire),
-                    Ok(PROTECTED_HEAD..end),
-                    "{a}..{b}"
-                );
-                assert_eq!(rx.frames_accepted(), 1);
+        match self.protection {
+            Protection::Signed => {
+                let mut ctx = hmac::Context::with_key(&keys.mac);
+                ctx.update(&self.seq.to_le_bytes());
+                ctx.update(&frame[..end]);
+                ctx.update(&frame[sig_end..]);
+                if !ct_eq(ctx.sign().as_ref(), &frame[end..sig_end]) {
+                    return Err(FrameError::BadSignature);
+                }
+            }
+            _ => {
+                let padding = frame.len() - sig_end;
+                let mut aad = [0u8; PROTECTED_HEAD + 15];
+                aad[..PROTECTED_HEAD].copy_from_slice(&frame[..PROTECTED_HEAD]);
+                aad[PROTECTED_HEAD..PROTECTED_HEAD + padding].copy_from_slice(&frame[sig_end..]);
+                let aad = Aad::from(&aad[..PROTECTED_HEAD + padding]);
+                keys.aead
+                    .open_in_place(
+                        keys.nonce(self.seq),
+                        aad,
+                        &mut frame[PROTECTED_HEAD..sig_end],
+                    )
+                    .map_err(|_: ring::error::Unspecified| FrameError::BadSignature)?;
             }
         }
-    }
-
-    #[test]
-    fn a_verification_that_does_not_fit_is_redone_from_the_start() {
-        let frames = signed_acks(2);
-        let k = keys();
-        let mut rx = RxProtector::new(Protection::Signed, &k.c2s, DEFAULT_MAX_FRAMES);
-        // Fed past the payload (into the signature): discarded, the frame still verifies.
-        let mut v = rx.begin_signed().unwrap();
-        v.update(&frames[0][..body_end(&frames[0]) + 5]);
-        assert!(rx.finish_signed(Some(v), &frames[0]).is_ok());
-        // Fed garbage, but begun for counter 0 while the protector now expects 1: discarded.
-        let mut stale = RxProtector::new(Protection::Signed, &k.c2s, DEFAULT_MAX_FRAMES)
-            .begin_signed()
-            .unwrap();
-        stale.update(b"not the frame");
-        assert!(!rx.continues(&stale), "another protector's");
-        assert!(rx.finish_signed(Some(stale), &frames[1]).is_ok());
-        // Begun for counter 0 of this protector, which has moved on: discarded, so the
-        // frame is checked against counter 2 and refused (it was sealed with 0).
-        let mut rx = RxProtector::new(Protection::Signed, &k.c2s, DEFAULT_MAX_FRAMES);
-        let mut v = rx.begin_signed().unwrap();
-        v.update(&frames[0][..10]);
-        assert!(rx.open(&mut frames[0].clone()).is_ok());
-        assert!(!rx.continues(&v));
-        assert_eq!(
-            rx.finish_signed(Some(v), &frames[0]),
-            Err(FrameError::BadSignature)
-        );
-        // A verification fed other bytes than the frame's refuses the frame.
-        let mut rx = RxProtector::new(Protection::Signed, &k.c2s, DEFAULT_MAX_FRAMES);
-        let mut v = rx.begin_signed().unwrap();
-        let mut other = frames[0].clone();
-        other[25] ^= 1;
-        v.update(&other[..27]);
-        assert_eq!(
-            rx.finish_signed(Some(v), &frames[0]),
-            Err(FrameError::BadSignature)
-        );
-        assert_eq!(rx.frames_accepted(), 0);
-    }
-
-    #[test]
-    fn only_signed_protectors_verify_incrementally_and_the_limit_still_holds() {
-        let k = keys();
-        let frames = signed_acks(2);
-        assert!(RxProtector::plain().begin_signed().is_none());
-        let mut enc = RxProtector::new(Protection::Encrypted, &k.c2s, DEFAULT_MAX_FRAMES);
-        assert!(enc.begin_signed().is_none());
-        assert_eq!(
-            enc.finish_signed(None, &frames[0]),
-            Err(FrameError::BadSignature)
-        );
-        let mut rx = RxProtector::new(Protection::Signed, &k.c2s, 1);
-        let v = rx.begin_signed();
-        assert!(rx.finish_signed(v, &frames[0]).is_ok());
-        let mut v = rx.begin_signed().unwrap();
-        v.update(&frames[1][..body_end(&frames[1])]);
-        assert_eq!(
-            rx.finish_signed(Some(v), &frames[1]),
-            Err(FrameError::Exhausted)
-        );
+        self.seq += 1;
+        Ok(PROTECTED_HEAD..end)
     }
 }

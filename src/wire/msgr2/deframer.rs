@@ -4,12 +4,6 @@
 //! ([`Deframer::buffer_mut`], sized by [`Deframer::read_hint`]). Frames are split off
 //! the buffer without copying (`split_to` + `freeze`), MSG sections are slices of the
 //! frame, and encrypted frames are decrypted in place.
-//!
-//! A signed frame is hashed while it arrives: once its 20-byte head is buffered, each
-//! call feeds the newly buffered bytes of (tag ‖ payload) to an HMAC begun with the
-//! expected counter, so the receiver's hashing overlaps the sender's instead of
-//! following it. The verdict still comes only when the whole frame is buffered, and
-//! nothing of a frame is returned before its signature checks out (§3.4).
 
 use std::fmt;
 
@@ -20,7 +14,7 @@ use super::{
     Banner, BannerError, Chunk, Frame, Limits, MsgHeader2, Tag, CHUNK_HEAD_LEN, HEADER2_LEN,
     MSG_FLAG_CRC,
 };
-use crate::crypto::{Protection, RxProtector, SignedVerify};
+use crate::crypto::{Protection, RxProtector};
 use crate::wire::{DecodeError, Reader};
 
 /// What [`Deframer::read_hint`] suggests when no frame size is known yet.
@@ -93,9 +87,6 @@ pub struct Deframer {
     limits: Limits,
     /// Total size of the frame in progress once known, and the form it was computed for.
     pending: Option<(usize, Protection)>,
-    /// The HMAC of the signed frame at the front of `buf`, over the bytes hashed so far.
-    /// Only ever finished by the protector that began it, for the counter it began with.
-    verify: Option<SignedVerify>,
 }
 
 impl Deframer {
@@ -105,7 +96,6 @@ impl Deframer {
             buf: BytesMut::new(),
             limits,
             pending: None,
-            verify: None,
         }
     }
 
@@ -154,15 +144,8 @@ impl Deframer {
     /// After an error the stream is unusable: the caller closes the connection.
     pub fn next_frame(&mut self, rx: &mut RxProtector) -> Result<Option<Decoded>, FrameError> {
         let protection = rx.protection();
-        if protection != Protection::Signed {
-            // Only a signed frame at the front of the buffer has a verification under way.
-            self.verify = None;
-        }
         if let Some((total, p)) = self.pending {
             if p == protection && self.buf.len() < total {
-                if p == Protection::Signed {
-                    self.hash_ahead(rx);
-                }
                 return Ok(None);
             }
         }
@@ -258,28 +241,6 @@ impl Deframer {
         }
     }
 
-    /// Feed the signed frame at the front of the buffer, whose checked 20-byte head is
-    /// buffered but not all the rest, to its HMAC: the bytes of (confounder ‖ length ‖
-    /// tag ‖ payload) buffered since the last call. A verification begun by another
-    /// protector or for another counter is dropped and the frame hashed from its start.
-    fn hash_ahead(&mut self, rx: &RxProtector) {
-        let mut len = [0u8; 4];
-        len.copy_from_slice(&self.buf[16..PROTECTED_HEAD]);
-        let end = PROTECTED_HEAD + u32::from_le_bytes(len) as usize;
-        let mut v = match self.verify.take() {
-            Some(v) if rx.continues(&v) && v.hashed() <= end => v,
-            _ => match rx.begin_signed() {
-                Some(v) => v,
-                None => return,
-            },
-        };
-        let upto = self.buf.len().min(end);
-        if upto > v.hashed() {
-            v.update(&self.buf[v.hashed()..upto]);
-        }
-        self.verify = Some(v);
-    }
-
     /// §3.4: length check, wait for the whole frame, authenticate, only then decode.
     fn next_protected(&mut self, rx: &mut RxProtector) -> Result<Option<Decoded>, FrameError> {
         if self.buf.len() < PROTECTED_HEAD {
@@ -307,17 +268,10 @@ impl Deframer {
             + protection.padding(length.into());
         if self.buf.len() < total {
             self.pending = Some((total, protection));
-            if protection == Protection::Signed {
-                self.hash_ahead(rx);
-            }
             return Ok(None);
         }
         let mut frame = self.buf.split_to(total);
-        let verify = self.verify.take();
-        let body = match protection {
-            Protection::Signed => rx.finish_signed(verify, &frame)?,
-            _ => rx.open(&mut frame)?,
-        };
+        let body = rx.open(&mut frame)?;
         let body = frame.freeze().slice(body);
         let frame = Frame::decode(body, &self.limits)?;
         if let Frame::Msg(m) = &frame {
@@ -552,180 +506,6 @@ mod tests {
             }
             assert!(errors > wire.len() * 8 - 32, "{p:?}: {errors}");
         }
-    }
-
-    /// One signed frame carrying a MSG with `size` bytes of data, sealed with counter 0.
-    fn signed_msg(size: usize, seed: u64) -> (Frame, Vec<u8>) {
-        let (mut tx, _) = pair(Protection::Signed, DEFAULT_MAX_FRAMES);
-        let msg = Message::new(1, vec![5u8; 10]).with_data(vec![6u8; size]);
-        let f = Frame::Msg(Msg::from_message(
-            &msg,
-            1,
-            0,
-            EntityName::new(EntityType::OSD, 0),
-            false,
-        ));
-        let mut t = Transmit::new();
-        tx.seal(&f, &mut SeededRng::new(seed), &mut t).unwrap();
-        (f, t.to_vec())
-    }
-
-    /// Feed `wire` in the given piece sizes (cycled), polling after each; the first
-    /// frame or error, and how many bytes were pushed when it came.
-    fn feed(
-        rx: &mut RxProtector,
-        wire: &[u8],
-        pieces: &[usize],
-    ) -> (Result<Option<Decoded>, FrameError>, usize) {
-        let mut d = Deframer::new(Limits::default());
-        let mut pos = 0;
-        for &n in pieces.iter().cycle().take(wire.len()) {
-            let end = (pos + n.max(1)).min(wire.len());
-            d.push(&wire[pos..end]);
-            pos = end;
-            match d.next_frame(rx) {
-                Ok(None) if pos < wire.len() => continue,
-                r => return (r, pos),
-            }
-        }
-        (Ok(None), pos)
-    }
-
-    #[test]
-    fn a_signed_frame_is_hashed_while_it_arrives() {
-        let (f, wire) = signed_msg(300_000, 1);
-        let (_, mut rx) = pair(Protection::Signed, DEFAULT_MAX_FRAMES);
-        let mut d = Deframer::new(Limits::default());
-        let body_end = 20 + u32::from_le_bytes(wire[16..20].try_into().unwrap()) as usize;
-        assert!(wire.len() > body_end + 32, "the frame has padding");
-        // Before the head is complete nothing is begun.
-        d.push(&wire[..19]);
-        assert!(d.next_frame(&mut rx).unwrap().is_none());
-        assert!(d.verify.is_none());
-        // From then on every poll hashes exactly what is buffered, up to the signature.
-        for upto in [20, 21, 4096, 100_001, body_end - 1, body_end, body_end + 20] {
-            d.push(&wire[d.buffered()..upto]);
-            assert!(d.next_frame(&mut rx).unwrap().is_none(), "at {upto}");
-            let hashed = d.verify.as_ref().map(|v| v.hashed());
-            assert_eq!(hashed, Some(upto.min(body_end)), "at {upto}");
-        }
-        d.push(&wire[d.buffered()..]);
-        assert_eq!(d.next_frame(&mut rx).unwrap().unwrap().frame, f);
-        assert!(d.verify.is_none(), "finished with the frame");
-        assert_eq!(rx.frames_accepted(), 1);
-        // The next frame starts a fresh verification with the next counter.
-        let mut t = Transmit::new();
-        let (mut tx, _) = pair(Protection::Signed, DEFAULT_MAX_FRAMES);
-        for i in 0..2 {
-            t.clear();
-            tx.seal(&Frame::Ack(Ack { seq: i }), &mut SeededRng::new(2), &mut t)
-                .unwrap();
-        }
-        let ack = t.to_vec();
-        d.push(&ack[..30]);
-        assert!(d.next_frame(&mut rx).unwrap().is_none());
-        assert_eq!(d.verify.as_ref().map(|v| v.hashed()), Some(29));
-        d.push(&ack[30..]);
-        assert_eq!(
-            d.next_frame(&mut rx).unwrap().unwrap().frame,
-            Frame::Ack(Ack { seq: 1 })
-        );
-    }
-
-    /// Every bit flip of a signed frame, with the frame fed one byte at a time and in
-    /// odd pieces (so the verdict comes from the incremental HMAC): never accepted.
-    #[test]
-    fn every_bit_flip_is_rejected_when_the_frame_arrives_in_pieces() {
-        let f = Frame::Ack(Ack { seq: 0x55 });
-        let (mut tx, _) = pair(Protection::Signed, DEFAULT_MAX_FRAMES);
-        let mut t = Transmit::new();
-        tx.seal(&f, &mut SeededRng::new(3), &mut t).unwrap();
-        let wire = t.to_vec();
-        for pieces in [&[1usize][..], &[21, 5, 3], &[7, 40]] {
-            let (_, mut rx) = pair(Protection::Signed, DEFAULT_MAX_FRAMES);
-            let (r, _) = feed(&mut rx, &wire, pieces);
-            assert_eq!(r.unwrap().unwrap().frame, f, "{pieces:?}");
-            let mut errors = 0;
-            for bit in 0..wire.len() * 8 {
-                let mut bad = wire.clone();
-                bad[bit / 8] ^= 1 << (bit % 8);
-                let (_, mut rx) = pair(Protection::Signed, DEFAULT_MAX_FRAMES);
-                match feed(&mut rx, &bad, pieces).0 {
-                    Err(_) => errors += 1,
-                    Ok(None) => assert!((16..20).contains(&(bit / 8)), "bit {bit} stalled"),
-                    Ok(Some(d)) => panic!("{pieces:?} bit {bit}: accepted {d:?}"),
-                }
-                assert_eq!(rx.frames_accepted(), 0);
-            }
-            assert!(errors > wire.len() * 8 - 32, "{pieces:?}: {errors}");
-        }
-        // A big frame: flips spread over the head, the payload, the signature and the
-        // padding, fed in odd pieces.
-        let (_, wire) = signed_msg(200_000, 4);
-        let mut positions: Vec<usize> = (0..wire.len()).step_by(9_973).collect();
-        positions.extend(wire.len() - 48..wire.len());
-        positions.extend([0, 15, 20, 21, 100, 150]);
-        for pos in positions {
-            if (16..20).contains(&pos) {
-                continue;
-            }
-            let mut bad = wire.clone();
-            bad[pos] ^= 0x80;
-            let (_, mut rx) = pair(Protection::Signed, DEFAULT_MAX_FRAMES);
-            assert_eq!(
-                feed(&mut rx, &bad, &[65_536, 1, 4_095, 13]).0,
-                Err(FrameError::BadSignature),
-                "byte {pos}"
-            );
-        }
-    }
-
-    /// The verification of a partly received frame belongs to the protector that began
-    /// it, for the counter it began with; anything else starts over (and decides by the
-    /// keys and counter in force at the end).
-    #[test]
-    fn a_verification_under_way_is_not_finished_by_another_protector_or_counter() {
-        let (f, wire) = signed_msg(100_000, 5);
-        let k = keys();
-        let half = wire.len() / 2;
-        let start = |rx: &mut RxProtector| {
-            let mut d = Deframer::new(Limits::default());
-            d.push(&wire[..half]);
-            assert!(d.next_frame(rx).unwrap().is_none());
-            assert_eq!(d.verify.as_ref().map(|v| v.hashed()), Some(half));
-            d
-        };
-        // Replaced by a protector with the same keys and counter: hashed again, accepted.
-        let mut a = RxProtector::new(Protection::Signed, &k.c2s, DEFAULT_MAX_FRAMES);
-        let mut d = start(&mut a);
-        let mut b = RxProtector::new(Protection::Signed, &k.c2s, DEFAULT_MAX_FRAMES);
-        d.push(&wire[half..half + 10]);
-        assert!(d.next_frame(&mut b).unwrap().is_none());
-        assert_eq!(d.verify.as_ref().map(|v| v.hashed()), Some(half + 10));
-        d.push(&wire[half + 10..]);
-        assert_eq!(d.next_frame(&mut b).unwrap().unwrap().frame, f);
-        assert_eq!((a.frames_accepted(), b.frames_accepted()), (0, 1));
-        // Replaced by one with other keys before the end: its keys decide, so the frame
-        // (signed with the first keys, which the partial HMAC used) is refused.
-        let mut a = RxProtector::new(Protection::Signed, &k.c2s, DEFAULT_MAX_FRAMES);
-        let mut d = start(&mut a);
-        let mut other = RxProtector::new(Protection::Signed, &k.s2c, DEFAULT_MAX_FRAMES);
-        d.push(&wire[half..]);
-        assert_eq!(d.next_frame(&mut other), Err(FrameError::BadSignature));
-        // The same protector, meanwhile used to accept another frame (its counter moved
-        // on): the frame is checked against the new counter, so it is refused.
-        let mut a = RxProtector::new(Protection::Signed, &k.c2s, DEFAULT_MAX_FRAMES);
-        let mut d = start(&mut a);
-        let mut d2 = Deframer::new(Limits::default());
-        d2.push(&wire);
-        assert_eq!(d2.next_frame(&mut a).unwrap().unwrap().frame, f);
-        d.push(&wire[half..]);
-        assert_eq!(d.next_frame(&mut a), Err(FrameError::BadSignature));
-        // Switching to a plain protector mid-frame drops the verification.
-        let mut a = RxProtector::new(Protection::Signed, &k.c2s, DEFAULT_MAX_FRAMES);
-        let mut d = start(&mut a);
-        assert!(d.next_frame(&mut RxProtector::plain()).is_err());
-        assert!(d.verify.is_none());
     }
 
     #[test]
