@@ -1113,8 +1113,8 @@ fn seven_byte_pieces_change_nothing() {
 
 /// Big signed messages, written by the relay in odd pieces with pauses between them,
 /// arrive intact on one connection: the server reads the rest of each big frame
-/// straight into its buffer and verifies the frame's HMAC as the pieces arrive
-/// (docs/PROTOCOL.md §3.4), delivering a message only once its whole frame verified.
+/// straight into its buffer, piece by piece, and verifies it once whole
+/// (docs/PROTOCOL.md §3.4).
 #[test]
 fn big_signed_messages_in_odd_pieces_arrive_intact() {
     let _g = begin();

@@ -46,9 +46,7 @@ fn reader_loop(inner: Arc<Inner>, mut shared: Arc<ConnShared>, link: LinkId, rea
     // Small reads land in a buffer zeroed once and are copied (only the bytes read);
     // the rest of a large frame is read straight into `spare`: zeroed bytes right
     // after `buf` in the same allocation, each byte zeroed once (the bytes a read
-    // fills move to `buf` without a copy). Reads return what the socket has, so a big
-    // frame arrives in pieces, and each piece goes to the state machine at once (a
-    // signed frame's HMAC is computed as it arrives; docs/PROTOCOL.md §3.4).
+    // fills move to `buf` without a copy).
     // An idle connection blocks in read() with its scratch buffer, which stays
     // resident: it starts at IDLE_READ and grows to SCRATCH the first time a read
     // fills it (so an idle connection costs 4 KiB here, not 64).
