@@ -1111,6 +1111,52 @@ fn seven_byte_pieces_change_nothing() {
     p.stop();
 }
 
+/// Big signed messages, written by the relay in odd pieces with pauses between them,
+/// arrive intact on one connection: the server reads the rest of each big frame
+/// straight into its buffer, piece by piece, and verifies it once whole
+/// (docs/PROTOCOL.md §3.4).
+#[test]
+fn big_signed_messages_in_odd_pieces_arrive_intact() {
+    let _g = begin();
+    let split = Split {
+        dir: Some(C2S),
+        max: 100_003,
+        gap: Duration::from_micros(300),
+    };
+    let p = Pair::start(Setup::secret(Mode::Signed, true), Box::new(split));
+    let sizes = [3usize << 20, 1, (1 << 20) + 7, 65_537, 4096, 2 << 20];
+    let data = |i: usize| -> Vec<u8> {
+        (0..sizes[i])
+            .map(|j| (j.wrapping_mul(31).wrapping_add(i) % 251) as u8)
+            .collect()
+    };
+    for i in 0..sizes.len() {
+        p.conn.send(test_msg(i as u32).with_data(data(i))).unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut got = Vec::new();
+    while got.len() < sizes.len() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match p.sevents.recv_timeout(left) {
+            Ok(Event::Message(_, m)) => {
+                let i = genuine(&m) as usize;
+                assert!(m.data[..] == data(i)[..], "message {i}: data intact");
+                got.push(i);
+            }
+            Ok(_) => {}
+            Err(_) => panic!("timed out with {got:?}"),
+        }
+    }
+    assert_eq!(got, (0..sizes.len()).collect::<Vec<_>>());
+    assert!(
+        p.relay.write_sizes(0, C2S).len() > 60,
+        "the big frames arrived in many pieces"
+    );
+    assert_eq!(p.relay.connections(), 1, "one connection throughout");
+    assert_eq!(count_log(&["link", "closed ("]), 0, "no link closed");
+    p.stop();
+}
+
 /// A frame cut short and then the end of the stream (the relay swallows everything after
 /// the first 30 bytes of MSG frame [`TARGET`], then the client hangs up): the server names
 /// the truncated frame, and delivers only the messages before it.
