@@ -95,7 +95,7 @@ const DEFAULT_READ_HINT: usize = 64 * 1024;
 impl Connection {
     session_api!();
 
-    /// A session we initiate to `peer`. Emits [`Event::ReconnectDue`] at once: the shell
+    /// A session we initiate to `peer`. Emits [`Event::ReconnectDue`](super::Event::ReconnectDue) at once: the shell
     /// opens a transport and calls [`Connection::start_link`].
     pub fn outgoing(
         cfg: Arc<ProtoConfig>,
