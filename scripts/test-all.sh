@@ -3,7 +3,8 @@
 #
 #   scripts/test-all.sh
 #
-# 1. formatting and lints (cargo fmt --check, cargo clippy -D warnings);
+# 1. formatting, lints and docs (cargo fmt --check, cargo clippy -D warnings, cargo doc
+#    with warnings as errors);
 # 2. installs (if missing) and starts a throwaway single-monitor Ceph cluster on
 #    loopback for the v1 interop tests (scripts/ceph-test-cluster.sh; needs root the
 #    first time, for apt-get);
@@ -25,6 +26,9 @@ cargo fmt --all -- --check
 
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets -q -- -D warnings
+
+step "cargo doc (warnings are errors)"
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps -q
 
 step "ceph-mon for the v1 interop tests"
 scripts/ceph-test-cluster.sh install
