@@ -179,3 +179,45 @@ fn poll_until(timeout: Duration, f: impl Fn() -> bool) -> bool {
     }
     f()
 }
+
+/// Replies sent from inside dispatch callbacks (a burst of requests, so not written
+/// inline one by one) leave promptly: the reader writes them after its batch, or wakes
+/// the parked writer; nothing waits for the writer's own wake-up (up to a second).
+#[test]
+fn replies_from_dispatch_callbacks_leave_promptly() {
+    common::init_log();
+    let server = Messenger::builder("osd.0".parse().unwrap())
+        .bind("127.0.0.1:0".parse().unwrap())
+        .default_policy(Policy::stateful_server())
+        .start(Arc::new(Echo))
+        .unwrap();
+    let (d, events) = ChannelDispatcher::new();
+    let client = Messenger::builder("client.1".parse().unwrap())
+        .default_policy(Policy::lossless_client())
+        .start(Arc::new(d))
+        .unwrap();
+    let conn = client
+        .connect(server.listen_addr().unwrap(), EntityType::OSD)
+        .unwrap();
+    conn.send(msg(0, 10)).unwrap();
+    assert_eq!(recv_messages(&events, 1, Duration::from_secs(10)), [0]);
+    let mut slowest = Duration::ZERO;
+    for round in 0..4u32 {
+        // Let both writers park, then a burst.
+        std::thread::sleep(Duration::from_millis(30));
+        let start = Instant::now();
+        let first = 1 + round * 50;
+        for i in first..first + 50 {
+            conn.send(msg(i, 100)).unwrap();
+        }
+        let got = recv_messages(&events, 50, Duration::from_secs(10));
+        assert_eq!(got, (first..first + 50).collect::<Vec<_>>());
+        slowest = slowest.max(start.elapsed());
+    }
+    assert!(
+        slowest < Duration::from_millis(500),
+        "slowest burst of 50 echoes took {slowest:?}"
+    );
+    client.shutdown();
+    server.shutdown();
+}

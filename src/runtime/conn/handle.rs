@@ -4,10 +4,8 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Instant;
 
-use log::debug;
-
 use crate::proto::msgr2::{SendError, State};
-use crate::proto::{AnyConnection as ProtoConn, LinkId, Mode};
+use crate::proto::{AnyConnection as ProtoConn, Mode};
 use crate::wire::message::Message;
 use crate::wire::transmit::Transmit;
 use crate::wire::types::{EntityAddr, EntityType};
@@ -97,9 +95,9 @@ impl ConnectionRef {
         }
         let now = Instant::now();
         let mut out = Transmit::new();
-        let mut io: Option<(LinkId, Arc<LinkIo>)> = None;
+        let mut io = None;
         let mut guard = None;
-        let events = {
+        let (events, wake) = {
             let mut st = self.shared.state.lock();
             st.proto
                 .send(msg)
@@ -116,49 +114,26 @@ impl ConnectionRef {
                 });
             st.last_send = Some(now);
             if sparse {
-                if let Some(link) = st.proto.link_id() {
-                    io = st.links.get(&link).cloned().map(|io| (link, io));
-                }
+                io = st.current_io();
                 if let Some((link, lio)) = &io {
-                    guard = lio.write.try_lock();
-                    let busy = guard.as_ref().is_some_and(|w| !w.pending.is_empty());
-                    if guard.is_none() || busy || !st.proto.poll_transmit(*link, now, &mut out) {
-                        guard = None;
-                    }
+                    guard = inline::take(&mut st, *link, lio, now, &mut out);
                 }
             }
             // Queued for the writer: wake it only if it is parked (a working writer
-            // re-reads the queue before it parks).
-            let queued_wake = guard.is_none() && st.writer_needed(st.proto.link_id());
+            // re-reads the queue before it parks), and not from inside this session's
+            // own dispatch callbacks: their reader flushes the replies after the batch.
+            let queued_wake = guard.is_none()
+                && st.writer_needed(st.proto.link_id())
+                && !inline::defer_wake(self.shared.id);
             (drain(&mut st.proto, &self.shared, false), queued_wake)
         };
-        let (events, mut wake) = events;
-        if let (Some((link, lio)), Some(mut w)) = (&io, guard.take()) {
-            // Never blocks: what the kernel does not take now stays pending for the
-            // writer thread, so this is safe from dispatcher callbacks too.
-            let len = out.len() as u64;
-            let r = w.write_some(out);
-            drop(w);
-            match r {
-                Ok(all_written) => {
-                    if let Some(inner) = &inner {
-                        inner.stats.add_bytes_out(len);
-                    }
-                    // The writer is needed only for what the kernel did not take, for
-                    // what others queued while we wrote (it may have parked because we
-                    // held the link), or for a timer that now falls due earlier.
-                    wake = !all_written || self.shared.state.lock().writer_needed(Some(*link));
-                }
-                // Not `fail` here: this may run inside a dispatch callback, and
-                // `fail`'s ordered batch would wait for the turn its caller holds
-                // (a self-deadlock). Shut the socket instead: the link's reader sees
-                // the error and fails the link on its own thread.
-                Err(e) => {
-                    debug!("conn#{} link {link}: write: {e}", self.shared.id);
-                    lio.close();
-                }
+        // Never blocks: safe from dispatcher callbacks too.
+        let wake = match (&io, guard) {
+            (Some((link, lio)), Some(w)) => {
+                inline::finish(&self.shared, inner.as_deref(), *link, lio, w, out)
             }
-        }
+            _ => wake,
+        };
         // The writer picks up whatever is left (and runs the timers).
         if wake {
             self.shared.wake();
