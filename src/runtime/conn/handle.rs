@@ -120,11 +120,8 @@ impl ConnectionRef {
                 }
             }
             // Queued for the writer: wake it only if it is parked (a working writer
-            // re-reads the queue before it parks), and not from inside this session's
-            // own dispatch callbacks: their reader flushes the replies after the batch.
-            let queued_wake = guard.is_none()
-                && st.writer_needed(st.proto.link_id())
-                && !inline::defer_wake(self.shared.id);
+            // re-reads the queue before it parks).
+            let queued_wake = guard.is_none() && st.writer_needed(st.proto.link_id());
             (drain(&mut st.proto, &self.shared, false), queued_wake)
         };
         // Never blocks: safe from dispatcher callbacks too.

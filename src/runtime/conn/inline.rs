@@ -1,10 +1,12 @@
-//! Writes made by a thread other than the session's writer: a sparse `send` on an idle
-//! pipe, and a reader flushing the replies its dispatch callbacks queued. Both take the
-//! bytes from the state machine and the link's write lock while the session is locked
-//! (so bytes go out in the order they were produced), then write without blocking and
-//! leave whatever the kernel did not take to the writer thread.
+//! Writes made by a thread other than the session's writer (a sparse `send` on an idle
+//! pipe): take the bytes from the state machine and the link's write lock while the
+//! session is locked (so bytes go out in the order they were produced), then write
+//! without blocking and leave whatever the kernel did not take to the writer thread.
+//!
+//! (Having each reader write the replies its callbacks queued after the batch, instead
+//! of waking the writer, was measured: 17% fewer context switches at 64 B, but 64 KiB
+//! streams 15–20% slower, since the reader stops reading while it writes; not kept.)
 
-use std::cell::Cell;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -16,44 +18,6 @@ use crate::wire::transmit::Transmit;
 
 use super::super::messenger::Inner;
 use super::{ConnShared, ConnState, LinkIo, LinkWriter};
-
-thread_local! {
-    /// The session whose events this thread is dispatching, if it is a reader thread
-    /// inside `handle_events`, and whether a callback deferred a wake-up to the flush.
-    static DISPATCHING: Cell<Option<(u64, bool)>> = const { Cell::new(None) };
-}
-
-/// Run `f` (a batch of dispatch callbacks of session `id`) with this thread marked as
-/// dispatching it: replies sent from the callbacks wait for [`flush_after_dispatch`]
-/// instead of waking the writer thread one by one. Returns `f`'s result and whether a
-/// callback deferred a wake-up (then the caller must flush).
-pub(super) fn dispatching<R>(id: u64, f: impl FnOnce() -> R) -> (R, bool) {
-    struct Restore(Option<(u64, bool)>);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            DISPATCHING.with(|d| d.set(self.0));
-        }
-    }
-    let restore = Restore(DISPATCHING.with(|d| d.replace(Some((id, false)))));
-    let r = f();
-    let deferred = DISPATCHING
-        .with(|d| d.get())
-        .is_some_and(|(_, deferred)| deferred);
-    drop(restore);
-    (r, deferred)
-}
-
-/// If this thread is dispatching session `id` (see [`dispatching`]), note that a
-/// wake-up of its writer is left to the flush after the batch, and return true.
-pub(super) fn defer_wake(id: u64) -> bool {
-    DISPATCHING.with(|d| match d.get() {
-        Some((current, _)) if current == id => {
-            d.set(Some((id, true)));
-            true
-        }
-        _ => false,
-    })
-}
 
 impl ConnState {
     /// The current link and its socket, if one is attached.
@@ -110,34 +74,5 @@ pub(super) fn finish(
             lio.close();
             true
         }
-    }
-}
-
-/// After a batch of dispatch callbacks on a reader thread: send what they queued for
-/// this session (typically replies) in one non-blocking write when the writer thread
-/// is parked, instead of waking it for each reply; wake it for whatever is left.
-pub(super) fn flush_after_dispatch(inner: &Inner, shared: &ConnShared) {
-    let now = Instant::now();
-    let mut out = Transmit::new();
-    let io;
-    let mut guard = None;
-    let wake = {
-        let mut st = shared.state.lock();
-        if st.writer_parked_until.is_none() {
-            // The writer is working: it reads the queue again before it parks.
-            return;
-        }
-        io = st.current_io();
-        if let Some((link, lio)) = &io {
-            guard = take(&mut st, *link, lio, now, &mut out);
-        }
-        guard.is_none() && st.writer_needed(io.as_ref().map(|(l, _)| *l))
-    };
-    let wake = match (&io, guard) {
-        (Some((link, lio)), Some(w)) => finish(shared, Some(inner), *link, lio, w, out),
-        _ => wake,
-    };
-    if wake {
-        shared.wake();
     }
 }

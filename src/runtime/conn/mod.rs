@@ -12,7 +12,7 @@
 //! | `mod.rs` | the shared session (`ConnShared`), the writer's wake-up, a link's socket halves |
 //! | `handle.rs` | [`ConnectionRef`], the application's handle (send, mark_down, queries) |
 //! | `events.rs` | acting on state-machine events in dispatch order; the stats gauges |
-//! | `inline.rs` | writes by threads other than the writer (sparse sends, replies after a dispatch batch) |
+//! | `inline.rs` | writes by threads other than the writer (sparse sends) |
 //! | `reader.rs` | the reader thread of one link, and the accept decision for incoming handshakes |
 //! | `writer.rs` | the session's writer thread: connect when due, write, run the timers |
 

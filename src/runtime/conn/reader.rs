@@ -123,15 +123,10 @@ fn reader_loop(inner: Arc<Inner>, mut shared: Arc<ConnShared>, link: LinkId, rea
                     adopted = Some(req);
                 }
             }
-            let ((), deferred) =
-                inline::dispatching(shared.id, || handle_events(&inner, &shared, batch));
-            if deferred {
-                // Replies the callbacks queued for this session go out now, in one
-                // write; the writer is woken only for what is left.
-                inline::flush_after_dispatch(&inner, &shared);
-            } else if wake == WriterNeed::Timer && shared.state.lock().writer_needed(Some(link)) {
-                // A timer that moved earlier (a delayed ACK) needs the writer only if
-                // the dispatcher did not answer: a reply carries the ACK with it.
+            handle_events(&inner, &shared, batch);
+            // A timer that moved earlier (a delayed ACK) needs the writer only if the
+            // dispatcher did not answer: a reply carries the ACK with it.
+            if wake == WriterNeed::Timer && shared.state.lock().writer_needed(Some(link)) {
                 shared.wake();
             }
             let adopted = adopted.and_then(|req| accept(&inner, &shared, link, req));
