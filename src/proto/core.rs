@@ -118,9 +118,16 @@ impl SessionCore {
         Ok(())
     }
 
-    /// The session-level timers, due at `now`: a standby that expired ends the
-    /// session; a reconnect that is due is announced (only while there is no link).
-    pub(crate) fn handle_session_timers(&mut self, now: Instant, has_link: bool) {
+    /// The timers due at `now`, given the current link's clock: a standby that
+    /// expired ends the session; a reconnect that is due is announced (only while there
+    /// is no link); returns the error the link must fail with if its handshake or idle
+    /// timeout passed.
+    pub(crate) fn handle_timers(&mut self, now: Instant, link: Option<LinkClock>) -> Option<Error> {
+        self.handle_session_timers(now, link.is_some());
+        link.and_then(|l| self.link_expired(l, now))
+    }
+
+    fn handle_session_timers(&mut self, now: Instant, has_link: bool) {
         if self.state == State::Standby && self.standby_until.is_some_and(|t| t <= now) {
             self.standby_until = None;
             super::fault::standby_expired(self);
@@ -188,6 +195,44 @@ impl SessionCore {
     /// True if link `id` has farewell bytes to write.
     pub(crate) fn has_farewell(&self, id: LinkId) -> bool {
         self.farewell.iter().any(|(l, _)| *l == id)
+    }
+}
+
+/// The times a session's timers need from its current link (both protocols' links
+/// keep them under the same names).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LinkClock {
+    /// The handshake completed on the link.
+    pub(crate) open: bool,
+    /// When the link was attached.
+    pub(crate) started: Instant,
+    /// When bytes last arrived on it.
+    pub(crate) last_rx: Instant,
+    /// When we last sent a keepalive on it.
+    pub(crate) last_keepalive_tx: Instant,
+}
+
+impl SessionCore {
+    /// The earliest deadline of a link: the handshake timeout while it is not open,
+    /// then the idle timeout and the next keepalive.
+    pub(crate) fn link_deadline(&self, link: LinkClock) -> Instant {
+        if !link.open {
+            return link.started + self.cfg.handshake_timeout;
+        }
+        let idle = link.last_rx + self.cfg.idle_timeout;
+        match self.cfg.keepalive_interval {
+            Some(iv) => idle.min(link.last_keepalive_tx + iv),
+            None => idle,
+        }
+    }
+
+    /// The error a link fails with at `now`, if its handshake or idle timeout passed.
+    pub(crate) fn link_expired(&self, link: LinkClock, now: Instant) -> Option<Error> {
+        if !link.open {
+            (now >= link.started + self.cfg.handshake_timeout).then_some(Error::HandshakeTimeout)
+        } else {
+            (now >= link.last_rx + self.cfg.idle_timeout).then_some(Error::IdleTimeout)
+        }
     }
 }
 
@@ -330,6 +375,44 @@ mod tests {
         assert_eq!(c.take_farewell(7, &mut out), Some(true));
         assert_eq!(out.len(), 3);
         assert!(!c.has_farewell(7));
+    }
+
+    #[test]
+    fn link_timers_follow_the_handshake_then_idle_and_keepalive() {
+        let now = Instant::now();
+        let s = Duration::from_secs;
+        let mut c = core(State::Connecting, false);
+        let mut cfg = (*c.cfg).clone();
+        cfg.handshake_timeout = s(5);
+        cfg.idle_timeout = s(60);
+        cfg.keepalive_interval = None;
+        c.cfg = Arc::new(cfg.clone());
+        let mut link = LinkClock {
+            open: false,
+            started: now,
+            last_rx: now,
+            last_keepalive_tx: now,
+        };
+        // Before the handshake completes only the handshake timeout counts.
+        assert_eq!(c.link_deadline(link), now + s(5));
+        assert!(c.link_expired(link, now + s(4)).is_none());
+        assert!(matches!(
+            c.link_expired(link, now + s(5)),
+            Some(Error::HandshakeTimeout)
+        ));
+        // Then the idle timeout, from the last bytes received.
+        link.open = true;
+        link.last_rx = now + s(10);
+        assert_eq!(c.link_deadline(link), now + s(70));
+        assert!(c.link_expired(link, now + s(69)).is_none());
+        assert!(matches!(
+            c.link_expired(link, now + s(70)),
+            Some(Error::IdleTimeout)
+        ));
+        // A keepalive due earlier is the deadline.
+        cfg.keepalive_interval = Some(s(15));
+        c.cfg = Arc::new(cfg);
+        assert_eq!(c.link_deadline(link), now + s(15));
     }
 
     #[test]

@@ -198,6 +198,16 @@ impl Link {
         finish(self.rx_hash.take())
     }
 
+    /// The times the session's timers need (see [`crate::proto::core::LinkClock`]).
+    pub(crate) fn clock(&self) -> crate::proto::core::LinkClock {
+        crate::proto::core::LinkClock {
+            open: self.is_open(),
+            started: self.started,
+            last_rx: self.last_rx,
+            last_keepalive_tx: self.last_keepalive_tx,
+        }
+    }
+
     /// True if the link is past the handshake.
     pub(crate) fn is_open(&self) -> bool {
         self.phase == Phase::Open

@@ -208,14 +208,9 @@ impl Connection {
 
     /// A deadline from [`Connection::poll_timeout`] passed (calling early is harmless).
     pub fn handle_timeout(&mut self, now: Instant) {
-        self.core.handle_session_timers(now, self.link.is_some());
-        let Some(link) = &self.link else { return };
-        if !link.is_open() {
-            if now >= link.started + self.core.cfg.handshake_timeout {
-                self.fail_link(now, Error::HandshakeTimeout, Initiator::Local);
-            }
-        } else if now >= link.last_rx + self.core.cfg.idle_timeout {
-            self.fail_link(now, Error::IdleTimeout, Initiator::Local);
+        let clock = self.link.as_ref().map(|l| l.clock());
+        if let Some(error) = self.core.handle_timers(now, clock) {
+            self.fail_link(now, error, Initiator::Local);
         }
     }
 
@@ -273,13 +268,8 @@ impl Connection {
                 {
                     consider(t);
                 }
-                consider(link.last_rx + self.core.cfg.idle_timeout);
-                if let Some(iv) = self.core.cfg.keepalive_interval {
-                    consider(link.last_keepalive_tx + iv);
-                }
-            } else {
-                consider(link.started + self.core.cfg.handshake_timeout);
             }
+            consider(self.core.link_deadline(link.clock()));
         }
         next
     }

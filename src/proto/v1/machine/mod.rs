@@ -48,7 +48,7 @@ use log::{debug, info, trace, warn};
 
 use crate::crypto::Random;
 use crate::proto::accept::{Attempt, Decision, ExistingState, ExistingView};
-use crate::proto::core::{random_cookie, session_api, SessionCore};
+use crate::proto::core::{random_cookie, session_api, LinkClock, SessionCore};
 use crate::proto::event::{AcceptRequest, Error, Event, Initiator, LinkId};
 use crate::proto::msgr2::{Peer, Role, State};
 use crate::proto::session::{Incoming, Session};
@@ -158,6 +158,15 @@ impl V1Link {
             pending: None,
             reply: None,
             retries: 0,
+        }
+    }
+
+    fn clock(&self) -> LinkClock {
+        LinkClock {
+            open: self.is_open(),
+            started: self.started,
+            last_rx: self.last_rx,
+            last_keepalive_tx: self.last_keepalive_tx,
         }
     }
 
@@ -358,14 +367,9 @@ impl V1SessionConn {
 
     /// A deadline from [`V1SessionConn::poll_timeout`] passed.
     pub fn handle_timeout(&mut self, now: Instant) {
-        self.core.handle_session_timers(now, self.link.is_some());
-        let Some(link) = &self.link else { return };
-        if !link.is_open() {
-            if now >= link.started + self.core.cfg.handshake_timeout {
-                self.fail_link(now, Error::HandshakeTimeout, Initiator::Local);
-            }
-        } else if now >= link.last_rx + self.core.cfg.idle_timeout {
-            self.fail_link(now, Error::IdleTimeout, Initiator::Local);
+        let clock = self.link.as_ref().map(|l| l.clock());
+        if let Some(error) = self.core.handle_timers(now, clock) {
+            self.fail_link(now, error, Initiator::Local);
         }
     }
 
@@ -405,14 +409,7 @@ impl V1SessionConn {
         let mut next = self.core.session_deadline();
         let mut consider = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
         if let Some(link) = &self.link {
-            if link.is_open() {
-                consider(link.last_rx + self.core.cfg.idle_timeout);
-                if let Some(iv) = self.core.cfg.keepalive_interval {
-                    consider(link.last_keepalive_tx + iv);
-                }
-            } else {
-                consider(link.started + self.core.cfg.handshake_timeout);
-            }
+            consider(self.core.link_deadline(link.clock()));
         }
         next
     }
