@@ -282,6 +282,17 @@ fn cli_bad_flags_fail_clearly() {
         (&["bench", "--size", "12q"], 2, "invalid size '12q'"),
         (&["bench", "--conns", "0"], 2, "--conns"),
         (&["bench", "--depth", "0"], 2, "--depth"),
+        (
+            &["bench", "--hol", "--hol-rows", "on,fast"],
+            2,
+            "unknown row 'fast' (expected off, before, on or raw)",
+        ),
+        (&["bench", "--hol-rows", "on"], 2, "--hol"),
+        (
+            &["bench", "--hol", "--hol-chunk", "10"],
+            2,
+            "--hol-chunk must be between 1k and 16 MiB",
+        ),
         (&["bench", "--duration-secs=-1"], 2, "invalid duration"),
         (&["bench", "--duration-secs", "0"], 2, "invalid duration"),
         (

@@ -6,7 +6,7 @@
 //! buffers (which the runtime bounds to `ms_chunked_sockbuf` once chunks flow) and
 //! 64 KiB chunks.
 //!
-//! Rows (`HOL_MODES`, comma separated; default all four):
+//! Rows (`--hol-rows`, comma separated; default all four):
 //! - `off`: without the extension (seed 001 framing): a ping waits for the whole message;
 //! - `before`: with chunks, as the runtime sent them before the head-of-line work
 //!   (`ms_chunk_yield=false`, `ms_chunked_sockbuf=0`);
@@ -17,11 +17,11 @@
 //!   cost of sharing the cores with a transfer; no framing on one connection beats it.
 //!
 //! The "forward leg" is the part of a round trip from `send` to the server's dispatch of
-//! the ping (one process, one clock). Overrides for experiments: `HOL_SOCKBUF` (both
-//! SO_SNDBUF and SO_RCVBUF of every socket; 0 = OS default), `HOL_SNDBUF`, `HOL_RCVBUF`
-//! (messenger sockets only), `HOL_CHUNK` (chunk size), `HOL_CHUNKED_SOCKBUF`
-//! (`ms_chunked_sockbuf` of the `on` row); `HOL_DEBUG` prints each busy ping's three
-//! legs (forward, back to the client's dispatch, to the waiting thread) on stderr.
+//! the ping (one process, one clock). Options for experiments ([`HolOptions`]):
+//! `--hol-sockbuf` (SO_SNDBUF and SO_RCVBUF of every socket; 0 = OS default),
+//! `--hol-chunk` (chunk size), `--hol-chunked-sockbuf` (`ms_chunked_sockbuf` of the
+//! `on` row); `--hol-legs` prints each busy ping's three legs (forward, back to the
+//! client's dispatch, to the waiting thread) on stderr.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -57,6 +57,56 @@ pub enum HolMode {
     ChunkedBefore,
     /// Raw TCP: pings on one connection, the bulk transfer on another (the floor).
     RawFloor,
+}
+
+impl HolMode {
+    /// Every row, in table order.
+    pub const ALL: [HolMode; 4] = [
+        HolMode::Plain,
+        HolMode::ChunkedBefore,
+        HolMode::Chunked,
+        HolMode::RawFloor,
+    ];
+
+    /// A row by its name on the command line (`off`, `before`, `on`, `raw`).
+    pub fn parse(name: &str) -> Result<HolMode, String> {
+        match name.trim() {
+            "off" => Ok(HolMode::Plain),
+            "before" => Ok(HolMode::ChunkedBefore),
+            "on" => Ok(HolMode::Chunked),
+            "raw" => Ok(HolMode::RawFloor),
+            other => Err(format!(
+                "unknown row '{other}' (expected off, before, on or raw)"
+            )),
+        }
+    }
+}
+
+/// What to run and how (`simplemsgr bench --hol` and its `--hol-*` options).
+#[derive(Debug, Clone)]
+pub struct HolOptions {
+    /// The rows, in order.
+    pub rows: Vec<HolMode>,
+    /// Chunk size of the chunked rows.
+    pub chunk: usize,
+    /// SO_SNDBUF and SO_RCVBUF of every socket; `None` = the OS default.
+    pub sockbuf: Option<usize>,
+    /// `ms_chunked_sockbuf` of the `on` row; `None` = the runtime's default.
+    pub chunked_sockbuf: Option<usize>,
+    /// Print each busy ping's legs on stderr.
+    pub legs: bool,
+}
+
+impl Default for HolOptions {
+    fn default() -> Self {
+        HolOptions {
+            rows: HolMode::ALL.to_vec(),
+            chunk: 64 * 1024,
+            sockbuf: None,
+            chunked_sockbuf: None,
+            legs: false,
+        }
+    }
 }
 
 /// What one configuration measured.
@@ -120,6 +170,7 @@ fn ping(
     echo: &Receiver<(u64, Instant)>,
     arrived: &Receiver<(u64, Instant)>,
     tid: u64,
+    legs: bool,
 ) -> Result<(Duration, Duration), String> {
     let t0 = Instant::now();
     conn.send(Message::new(PING, vec![0x5a; PING_SIZE]).with_tid(tid))
@@ -137,7 +188,7 @@ fn ping(
     while let Ok((t, at)) = arrived.try_recv() {
         if t == tid {
             fwd = at.saturating_duration_since(t0);
-            if std::env::var_os("HOL_DEBUG").is_some() {
+            if legs {
                 eprintln!(
                     "leg {tid} fwd {:?} back {:?} wake {:?}",
                     fwd,
@@ -157,6 +208,7 @@ pub fn measure(
     big: usize,
     idle_pings: usize,
     cap: Duration,
+    opts: &HolOptions,
 ) -> Result<HolResult, String> {
     let structured = mode != HolMode::Plain;
     let features = if structured {
@@ -167,7 +219,7 @@ pub fn measure(
     let (bulk_tx, bulk_rx) = bounded(4);
     let (arrived_tx, arrived_rx) = unbounded();
     let sock = |b: &mut simplemsgr::runtime::MessengerBuilder| {
-        if let Some(n) = sockbuf() {
+        if let Some(n) = opts.sockbuf {
             b.config_mut().tcp_sndbuf = n;
             b.config_mut().tcp_rcvbuf = n;
         }
@@ -175,20 +227,13 @@ pub fn measure(
             b.config_mut().chunk_yield = false;
             b.config_mut().chunked_sockbuf = 0;
         }
-        let env = |k: &str| std::env::var(k).ok().and_then(|v| v.parse().ok());
-        if let Some(n) = env("HOL_SNDBUF") {
-            b.config_mut().tcp_sndbuf = n;
-        }
-        if let Some(n) = env("HOL_RCVBUF") {
-            b.config_mut().tcp_rcvbuf = n;
-        }
-        if let (Some(n), HolMode::Chunked) = (env("HOL_CHUNKED_SOCKBUF"), mode) {
+        if let (Some(n), HolMode::Chunked) = (opts.chunked_sockbuf, mode) {
             b.config_mut().chunked_sockbuf = n;
         }
     };
     let mut sb = Messenger::builder("osd.0".parse().map_err(|_| "name")?);
     sock(&mut sb);
-    sb = sb.chunk_size(chunk_size());
+    sb = sb.chunk_size(opts.chunk);
     let server = sb
         .bind("127.0.0.1:0".parse().map_err(|_| "addr")?)
         .default_policy(Policy::stateful_server())
@@ -201,7 +246,7 @@ pub fn measure(
     let (echo_tx, echo_rx) = unbounded();
     let mut cb = Messenger::builder("client.1".parse().map_err(|_| "name")?);
     sock(&mut cb);
-    cb = cb.chunk_size(chunk_size());
+    cb = cb.chunk_size(opts.chunk);
     let client = cb
         .default_policy(Policy::lossless_client())
         .protocol_features(features)
@@ -216,7 +261,7 @@ pub fn measure(
         let mut idle = Vec::with_capacity(idle_pings);
         for _ in 0..idle_pings {
             tid += 1;
-            idle.push(ping(&conn, &echo_rx, &arrived_rx, tid)?.0);
+            idle.push(ping(&conn, &echo_rx, &arrived_rx, tid, opts.legs)?.0);
         }
         let data = bytes::Bytes::from(vec![0xab_u8; big]);
         // The application keeps its buffer, so the messenger's last reference (dropped
@@ -236,7 +281,7 @@ pub fn measure(
             }
             tid += 1;
             let sent = Instant::now();
-            let (rtt, fwd) = ping(&conn, &echo_rx, &arrived_rx, tid)?;
+            let (rtt, fwd) = ping(&conn, &echo_rx, &arrived_rx, tid, opts.legs)?;
             // Count only pings that started while the big message was still in flight.
             match bulk_rx.try_recv() {
                 Ok((t, m)) => {
@@ -282,10 +327,11 @@ pub fn measure_raw(
     min_time: Duration,
     idle_pings: usize,
     cap: Duration,
+    sockbuf: Option<usize>,
 ) -> Result<HolResult, String> {
     let io = |e: std::io::Error| e.to_string();
-    let ping_l = listener()?;
-    let bulk_l = listener()?;
+    let ping_l = listener(sockbuf)?;
+    let bulk_l = listener(sockbuf)?;
     let ping_addr = ping_l.local_addr().map_err(io)?;
     let bulk_addr = bulk_l.local_addr().map_err(io)?;
     let stop = Arc::new(AtomicBool::new(false));
@@ -328,7 +374,7 @@ pub fn measure_raw(
         let _ = done_tx.send(r.map_err(|e| e.to_string()));
     });
     let result = (|| {
-        let mut p = connect(ping_addr)?;
+        let mut p = connect(ping_addr, sockbuf)?;
         p.set_nodelay(true).map_err(io)?;
         p.set_read_timeout(Some(PING_TIMEOUT)).map_err(io)?;
         let rt = |p: &mut TcpStream| -> Result<Duration, String> {
@@ -342,7 +388,7 @@ pub fn measure_raw(
         for _ in 0..idle_pings {
             idle.push(rt(&mut p)?);
         }
-        let mut b = connect(bulk_addr)?;
+        let mut b = connect(bulk_addr, sockbuf)?;
         let stop_w = stop.clone();
         let start = Instant::now();
         let pump = std::thread::spawn(move || -> std::io::Result<()> {
@@ -396,10 +442,10 @@ pub fn measure_raw(
 }
 
 /// A loopback listener with the benchmark's socket buffers (inherited when accepted).
-fn listener() -> Result<TcpListener, String> {
+fn listener(sockbuf: Option<usize>) -> Result<TcpListener, String> {
     let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
         .map_err(|e| e.to_string())?;
-    set_buffers(&sock)?;
+    set_buffers(&sock, sockbuf)?;
     let addr: std::net::SocketAddr = "127.0.0.1:0".parse().map_err(|_| "addr")?;
     sock.bind(&addr.into()).map_err(|e| e.to_string())?;
     sock.listen(4).map_err(|e| e.to_string())?;
@@ -407,54 +453,21 @@ fn listener() -> Result<TcpListener, String> {
 }
 
 /// A loopback connection with the benchmark's socket buffers.
-fn connect(addr: std::net::SocketAddr) -> Result<TcpStream, String> {
+fn connect(addr: std::net::SocketAddr, sockbuf: Option<usize>) -> Result<TcpStream, String> {
     let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
         .map_err(|e| e.to_string())?;
-    set_buffers(&sock)?;
+    set_buffers(&sock, sockbuf)?;
     sock.connect_timeout(&addr.into(), Duration::from_secs(5))
         .map_err(|e| e.to_string())?;
     Ok(sock.into())
 }
 
-fn set_buffers(sock: &socket2::Socket) -> Result<(), String> {
-    if let Some(n) = sockbuf() {
+fn set_buffers(sock: &socket2::Socket, sockbuf: Option<usize>) -> Result<(), String> {
+    if let Some(n) = sockbuf {
         sock.set_send_buffer_size(n).map_err(|e| e.to_string())?;
         sock.set_recv_buffer_size(n).map_err(|e| e.to_string())?;
     }
     Ok(())
-}
-
-/// Socket buffer size for both ends of every socket (`HOL_SOCKBUF`; 0 or unset = the
-/// OS default, as the messenger's default configuration).
-fn sockbuf() -> Option<usize> {
-    let n = std::env::var("HOL_SOCKBUF")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    (n > 0).then_some(n)
-}
-
-/// Chunk size (`HOL_CHUNK` overrides the default 64 KiB).
-fn chunk_size() -> usize {
-    std::env::var("HOL_CHUNK")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(64 * 1024)
-}
-
-/// The rows to run (`HOL_MODES`, comma separated `off`, `before`, `on`, `raw`;
-/// default all four).
-fn modes() -> Vec<HolMode> {
-    let v = std::env::var("HOL_MODES").unwrap_or_else(|_| "off,before,on,raw".into());
-    v.split(',')
-        .filter_map(|m| match m.trim() {
-            "off" => Some(HolMode::Plain),
-            "before" => Some(HolMode::ChunkedBefore),
-            "on" => Some(HolMode::Chunked),
-            "raw" => Some(HolMode::RawFloor),
-            _ => None,
-        })
-        .collect()
 }
 
 fn ms(d: Duration) -> String {
@@ -462,11 +475,11 @@ fn ms(d: Duration) -> String {
 }
 
 /// The Markdown table of the measured rows.
-pub fn table(big: usize, results: &[HolResult]) -> String {
+pub fn table(big: usize, results: &[HolResult], opts: &HolOptions) -> String {
     let mut s = format!(
         "Small-message ({PING_SIZE} B) ping-pong latency on one connection while a {} MiB message is in flight (loopback, plain mode, CRC on, socket buffers {})\n\n",
         big >> 20,
-        sockbuf().map_or("OS default; the runtime bounds them to ms_chunked_sockbuf once chunks flow".to_string(), |n| format!("{} KiB at every socket", n >> 10))
+        opts.sockbuf.map_or("OS default; the runtime bounds them to ms_chunked_sockbuf once chunks flow".to_string(), |n| format!("{} KiB at every socket", n >> 10))
     );
     s.push_str("| row | idle p50 ms | idle p99 ms | in-flight p50 ms | in-flight p99 ms | in-flight max ms | forward leg p50 / p99 ms | pings during transfer | transfer ms | in-flight p99 / idle p99 |\n");
     s.push_str("|---|---|---|---|---|---|---|---|---|---|\n");
@@ -486,10 +499,10 @@ pub fn table(big: usize, results: &[HolResult]) -> String {
             "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1}× |\n",
             match r.mode {
                 HolMode::Chunked =>
-                    format!("structured data on ({} KiB chunks)", chunk_size() >> 10),
+                    format!("structured data on ({} KiB chunks)", opts.chunk >> 10),
                 HolMode::ChunkedBefore => format!(
                     "structured data on ({} KiB chunks), ms_chunk_yield=false, ms_chunked_sockbuf=0 (as before)",
-                    chunk_size() >> 10
+                    opts.chunk >> 10
                 ),
                 HolMode::Plain => "structured data off (seed 001)".to_string(),
                 HolMode::RawFloor =>
@@ -509,14 +522,14 @@ pub fn table(big: usize, results: &[HolResult]) -> String {
     s
 }
 
-/// Run the rows (`HOL_MODES`) and print the table.
-pub fn run(big: usize, idle_pings: usize) -> Result<(), String> {
+/// Run the rows and print the table.
+pub fn run(big: usize, idle_pings: usize, opts: &HolOptions) -> Result<(), String> {
     let cap = Duration::from_secs(15);
     let mut results = Vec::new();
-    for mode in modes() {
+    for &mode in &opts.rows {
         results.push(match mode {
             HolMode::Plain | HolMode::Chunked | HolMode::ChunkedBefore => {
-                measure(mode, big, idle_pings, cap)?
+                measure(mode, big, idle_pings, cap, opts)?
             }
             HolMode::RawFloor => {
                 // As long as the slowest messenger row with chunks, for a fair floor.
@@ -526,11 +539,11 @@ pub fn run(big: usize, idle_pings: usize) -> Result<(), String> {
                     .map(|r| r.transfer)
                     .max()
                     .unwrap_or_default();
-                measure_raw(big, min_time, idle_pings, cap)?
+                measure_raw(big, min_time, idle_pings, cap, opts.sockbuf)?
             }
         });
     }
-    print!("{}", table(big, &results));
+    print!("{}", table(big, &results, opts));
     Ok(())
 }
 
@@ -548,12 +561,20 @@ mod tests {
 
     #[test]
     fn small_run_measures_both_modes() {
-        let r = measure(HolMode::Chunked, 4 << 20, 20, Duration::from_secs(10)).unwrap();
+        let opts = HolOptions::default();
+        let r = measure(
+            HolMode::Chunked,
+            4 << 20,
+            20,
+            Duration::from_secs(10),
+            &opts,
+        )
+        .unwrap();
         assert_eq!(r.idle.len(), 20);
         assert!(r.transfer > Duration::ZERO);
         assert!(!r.busy_fwd.is_empty() || r.busy.is_empty());
         assert!(r.busy_fwd.iter().zip(&r.busy).all(|(f, b)| f <= b));
-        assert!(table(4 << 20, &[r]).contains("| structured data on ("));
+        assert!(table(4 << 20, &[r], &opts).contains("| structured data on (64 KiB"));
     }
 
     #[test]
@@ -563,11 +584,20 @@ mod tests {
             Duration::from_millis(50),
             20,
             Duration::from_secs(10),
+            None,
         )
         .unwrap();
         assert!(r.transfer >= Duration::from_millis(50));
         assert_eq!(r.idle.len(), 20);
         assert!(r.transfer > Duration::ZERO);
-        assert!(table(4 << 20, &[r]).contains("| floor: raw TCP"));
+        assert!(table(4 << 20, &[r], &HolOptions::default()).contains("| floor: raw TCP"));
+    }
+
+    #[test]
+    fn rows_parse_by_name_and_unknown_names_are_refused() {
+        assert_eq!(HolMode::parse(" on").unwrap(), HolMode::Chunked);
+        assert_eq!(HolMode::parse("raw").unwrap(), HolMode::RawFloor);
+        let e = HolMode::parse("fast").unwrap_err();
+        assert!(e.contains("unknown row 'fast'"), "{e}");
     }
 }

@@ -11,6 +11,7 @@ use clap::{Args, ValueEnum};
 use simplemsgr::runtime::{Config, ResourceLimits};
 
 use super::{parse_addr, parse_secs, CliError};
+use crate::bench::hol::{HolMode, HolOptions};
 use crate::bench::msgr::{BenchKey, MessengerTarget};
 use crate::bench::raw::RawTcp;
 use crate::bench::{
@@ -68,6 +69,22 @@ pub struct BenchArgs {
     /// message is in flight, with and without structured data (see bench/hol.rs).
     #[arg(long)]
     pub hol: bool,
+    /// With --hol: the rows, comma separated: off (no structured data), before (chunks
+    /// without ms_chunk_yield and ms_chunked_sockbuf), on, raw (the raw TCP floor).
+    #[arg(long, value_delimiter = ',', value_parser = HolMode::parse, requires = "hol")]
+    pub hol_rows: Vec<HolMode>,
+    /// With --hol: chunk size (k/m suffixes).
+    #[arg(long, value_name = "SIZE", default_value = "64k", value_parser = parse_size)]
+    pub hol_chunk: usize,
+    /// With --hol: SO_SNDBUF and SO_RCVBUF of every socket (0 = the OS default).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, requires = "hol")]
+    pub hol_sockbuf: Option<usize>,
+    /// With --hol: ms_chunked_sockbuf of the `on` row (0 = never bound the buffers).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, requires = "hol")]
+    pub hol_chunked_sockbuf: Option<usize>,
+    /// With --hol: print each in-flight ping's legs on stderr.
+    #[arg(long, requires = "hol")]
+    pub hol_legs: bool,
     /// The key for signed and secure runs (`--auth secret --keyring FILE --name
     /// TYPE.ID`); without it, in-process runs use a fixed benchmark key.
     #[command(flatten)]
@@ -190,7 +207,26 @@ fn plan(args: &BenchArgs) -> Vec<(Mode, Workload)> {
 /// Run the command.
 pub fn run(args: BenchArgs, cfg: &Config, quiet: bool) -> Result<(), CliError> {
     if args.hol {
-        return crate::bench::hol::run(256 << 20, 500).map_err(CliError::failed);
+        let max = simplemsgr::wire::msgr2::MAX_CHUNK_LEN as usize;
+        if !(1024..=max).contains(&args.hol_chunk) {
+            return Err(CliError::usage(format!(
+                "--hol-chunk must be between 1k and {} (got {})",
+                fmt_size(max),
+                args.hol_chunk
+            )));
+        }
+        let opts = HolOptions {
+            rows: if args.hol_rows.is_empty() {
+                HolMode::ALL.to_vec()
+            } else {
+                args.hol_rows
+            },
+            chunk: args.hol_chunk,
+            sockbuf: args.hol_sockbuf.filter(|n| *n > 0),
+            chunked_sockbuf: args.hol_chunked_sockbuf,
+            legs: args.hol_legs,
+        };
+        return crate::bench::hol::run(256 << 20, 500, &opts).map_err(CliError::failed);
     }
     let limits = ResourceLimits::read(cfg.thread_stack_bytes);
     let max_conns = args.conns.iter().copied().max().unwrap_or(8) as usize;
