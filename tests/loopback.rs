@@ -81,19 +81,7 @@ fn dead_server_is_a_reset_for_a_lossy_client() {
 fn large_messages_arrive_intact() {
     common::init_log();
     let (sd, sevents) = ChannelDispatcher::new();
-    let server = Messenger::builder("osd.0".parse().unwrap())
-        .bind("127.0.0.1:0".parse().unwrap())
-        .default_policy(Policy::stateful_server())
-        .start(Arc::new(sd))
-        .unwrap();
-    let (cd, _ce) = ChannelDispatcher::new();
-    let client = Messenger::builder("client.1".parse().unwrap())
-        .default_policy(Policy::lossless_client())
-        .start(Arc::new(cd))
-        .unwrap();
-    let conn = client
-        .connect(server.listen_addr().unwrap(), EntityType::OSD)
-        .unwrap();
+    let (server, client, conn, _ce) = lossless_pair(Arc::new(sd));
     let front: Vec<u8> = (0..780_000u32).map(|i| (i % 253) as u8).collect();
     let data: Vec<u8> = (0..(4u32 << 20))
         .map(|i| (i.wrapping_mul(31) % 251) as u8)
@@ -122,19 +110,7 @@ fn large_messages_arrive_intact() {
 fn unanswered_message_is_acknowledged_promptly() {
     common::init_log();
     let (sd, server_events) = ChannelDispatcher::new();
-    let server = Messenger::builder("osd.0".parse().unwrap())
-        .bind("127.0.0.1:0".parse().unwrap())
-        .default_policy(Policy::stateful_server())
-        .start(Arc::new(sd))
-        .unwrap();
-    let (d, _events) = ChannelDispatcher::new();
-    let client = Messenger::builder("client.1".parse().unwrap())
-        .default_policy(Policy::lossless_client())
-        .start(Arc::new(d))
-        .unwrap();
-    let conn = client
-        .connect(server.listen_addr().unwrap(), EntityType::OSD)
-        .unwrap();
+    let (server, client, conn, _events) = lossless_pair(Arc::new(sd));
     // Warm up: connected, and the server's writer has parked since.
     conn.send(msg(0, 10)).unwrap();
     assert_eq!(
@@ -186,19 +162,7 @@ fn poll_until(timeout: Duration, f: impl Fn() -> bool) -> bool {
 #[test]
 fn replies_from_dispatch_callbacks_leave_promptly() {
     common::init_log();
-    let server = Messenger::builder("osd.0".parse().unwrap())
-        .bind("127.0.0.1:0".parse().unwrap())
-        .default_policy(Policy::stateful_server())
-        .start(Arc::new(Echo))
-        .unwrap();
-    let (d, events) = ChannelDispatcher::new();
-    let client = Messenger::builder("client.1".parse().unwrap())
-        .default_policy(Policy::lossless_client())
-        .start(Arc::new(d))
-        .unwrap();
-    let conn = client
-        .connect(server.listen_addr().unwrap(), EntityType::OSD)
-        .unwrap();
+    let (server, client, conn, events) = lossless_pair(Arc::new(Echo));
     conn.send(msg(0, 10)).unwrap();
     assert_eq!(recv_messages(&events, 1, Duration::from_secs(10)), [0]);
     let mut slowest = Duration::ZERO;
@@ -220,4 +184,30 @@ fn replies_from_dispatch_callbacks_leave_promptly() {
     );
     client.shutdown();
     server.shutdown();
+}
+
+/// A `stateful_server` messenger with dispatcher `server`, a `lossless_client` one
+/// dispatching into a channel, and the client's session to the server.
+fn lossless_pair(
+    server: Arc<dyn simplemsgr::runtime::Dispatcher>,
+) -> (
+    Messenger,
+    Messenger,
+    simplemsgr::runtime::ConnectionRef,
+    crossbeam_channel::Receiver<Event>,
+) {
+    let server = Messenger::builder("osd.0".parse().unwrap())
+        .bind("127.0.0.1:0".parse().unwrap())
+        .default_policy(Policy::stateful_server())
+        .start(server)
+        .unwrap();
+    let (d, events) = ChannelDispatcher::new();
+    let client = Messenger::builder("client.1".parse().unwrap())
+        .default_policy(Policy::lossless_client())
+        .start(Arc::new(d))
+        .unwrap();
+    let conn = client
+        .connect(server.listen_addr().unwrap(), EntityType::OSD)
+        .unwrap();
+    (server, client, conn, events)
 }
