@@ -49,8 +49,9 @@ pub struct Message {
     /// The sender. Set by the protocol on receipt; ignored on send.
     pub src: EntityName,
     /// Section CRCs computed ahead of time by the sending thread (see
-    /// [`Message::precompute_crcs`]); never part of equality or the wire.
-    crcs: CrcMemo,
+    /// [`Message::precompute_crcs`]); never part of equality or the wire. Decoders
+    /// start it empty (`CrcMemo::default()`).
+    pub(crate) crcs: CrcMemo,
 }
 
 /// The CRC of one section, with the identity (address and length) of the bytes it
@@ -80,7 +81,7 @@ impl SectionCrc {
 /// them (all small ones) stay small. Equal to every other memo: a cache is not part of
 /// a message's value.
 #[derive(Clone, Debug, Default)]
-struct CrcMemo(Option<Box<[SectionCrc; 3]>>);
+pub(crate) struct CrcMemo(Option<Box<[SectionCrc; 3]>>);
 
 impl PartialEq for CrcMemo {
     fn eq(&self, _: &Self) -> bool {
@@ -105,36 +106,6 @@ impl Message {
             data: Bytes::new(),
             seq: 0,
             src: EntityName::new(super::types::EntityType::ANY, u64::MAX),
-            crcs: CrcMemo::default(),
-        }
-    }
-
-    /// A received message: every field given (the protocols' decoders).
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn received(
-        ty: u16,
-        priority: u16,
-        version: u16,
-        compat_version: u16,
-        tid: u64,
-        data_off: u16,
-        sections: [Bytes; 3],
-        seq: u64,
-        src: EntityName,
-    ) -> Self {
-        let [front, middle, data] = sections;
-        Message {
-            ty,
-            priority,
-            version,
-            compat_version,
-            tid,
-            data_off,
-            front,
-            middle,
-            data,
-            seq,
-            src,
             crcs: CrcMemo::default(),
         }
     }

@@ -322,17 +322,20 @@ impl RawMsg {
     /// The message as delivered to a user.
     pub fn to_message(&self) -> Message {
         let h = &self.header;
-        Message::received(
-            h.ty,
-            h.priority,
-            h.version,
-            h.compat_version,
-            h.tid,
-            h.data_off,
-            [self.front.clone(), self.middle.clone(), self.data.clone()],
-            h.seq,
-            h.src,
-        )
+        Message {
+            ty: h.ty,
+            priority: h.priority,
+            version: h.version,
+            compat_version: h.compat_version,
+            tid: h.tid,
+            data_off: h.data_off,
+            front: self.front.clone(),
+            middle: self.middle.clone(),
+            data: self.data.clone(),
+            seq: h.seq,
+            src: h.src,
+            crcs: Default::default(),
+        }
     }
 
     /// Encoded size including the tag byte.

@@ -225,17 +225,20 @@ impl Msg {
     /// The user message, with `seq` and `src` filled from the header.
     pub fn into_message(self) -> Message {
         let h = self.header;
-        Message::received(
-            h.ty,
-            h.priority,
-            h.version,
-            h.compat_version,
-            h.tid,
-            h.data_off,
-            [self.front, self.middle, self.data],
-            h.seq,
-            h.src,
-        )
+        Message {
+            ty: h.ty,
+            priority: h.priority,
+            version: h.version,
+            compat_version: h.compat_version,
+            tid: h.tid,
+            data_off: h.data_off,
+            front: self.front,
+            middle: self.middle,
+            data: self.data,
+            seq: h.seq,
+            src: h.src,
+            crcs: Default::default(),
+        }
     }
 
     /// With [`MSG_FLAG_CRC`]: check all four CRCs. Without: require all four to be 0 (§6.1).
