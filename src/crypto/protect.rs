@@ -68,28 +68,19 @@ fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     std::hint::black_box(diff) == 0
 }
 
-/// Protects the frames one side sends.
-pub struct TxProtector {
+/// The state one direction's protector keeps: the form, the keys, the implicit frame
+/// counter (the next frame's) and its limit. Shared by [`TxProtector`] and
+/// [`RxProtector`].
+struct Direction {
     protection: Protection,
     keys: Option<Keys>,
-    /// The counter of the next protected frame.
     seq: u64,
     max_frames: u64,
 }
 
-impl fmt::Debug for TxProtector {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TxProtector")
-            .field("protection", &self.protection)
-            .field("seq", &self.seq)
-            .finish()
-    }
-}
-
-impl TxProtector {
-    /// Plain frames (before AUTH_DONE, or with AUTH_DONE flags 0).
-    pub fn plain() -> Self {
-        TxProtector {
+impl Direction {
+    fn plain() -> Self {
+        Direction {
             protection: Protection::Plain,
             keys: None,
             seq: 0,
@@ -97,28 +88,60 @@ impl TxProtector {
         }
     }
 
-    /// Protection `p` with this direction's keys; at most `max_frames` frames (counter 0..max_frames).
-    pub fn new(p: Protection, keys: &DirectionKeys, max_frames: u64) -> Self {
-        let keys = (p != Protection::Plain).then(|| Keys::new(keys));
-        TxProtector {
+    fn new(p: Protection, keys: &DirectionKeys, max_frames: u64) -> Self {
+        Direction {
             protection: p,
-            keys,
+            keys: (p != Protection::Plain).then(|| Keys::new(keys)),
             seq: 0,
             max_frames,
         }
     }
 
+    fn debug(&self, name: &str, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct(name)
+            .field("protection", &self.protection)
+            .field("seq", &self.seq)
+            .finish()
+    }
+}
+
+/// Protects the frames one side sends.
+pub struct TxProtector {
+    d: Direction,
+}
+
+impl fmt::Debug for TxProtector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.d.debug("TxProtector", f)
+    }
+}
+
+impl TxProtector {
+    /// Plain frames (before AUTH_DONE, or with AUTH_DONE flags 0).
+    pub fn plain() -> Self {
+        TxProtector {
+            d: Direction::plain(),
+        }
+    }
+
+    /// Protection `p` with this direction's keys; at most `max_frames` frames (counter 0..max_frames).
+    pub fn new(p: Protection, keys: &DirectionKeys, max_frames: u64) -> Self {
+        TxProtector {
+            d: Direction::new(p, keys, max_frames),
+        }
+    }
+
     /// The form this protector produces.
     pub fn protection(&self) -> Protection {
-        self.protection
+        self.d.protection
     }
 
     /// How many more frames may be sealed (`u64::MAX` when plain). A caller sends
     /// CLOSE(REKEY) while this is still at least 1.
     pub fn remaining_frames(&self) -> u64 {
-        match self.protection {
+        match self.d.protection {
             Protection::Plain => u64::MAX,
-            _ => self.max_frames.saturating_sub(self.seq),
+            _ => self.d.max_frames.saturating_sub(self.d.seq),
         }
     }
 
@@ -131,26 +154,26 @@ impl TxProtector {
         rng: &mut dyn Random,
         out: &mut Transmit,
     ) -> Result<(), CryptoError> {
-        let Some(keys) = &self.keys else {
+        let Some(keys) = &self.d.keys else {
             seal_plain(frame, out);
             return Ok(());
         };
-        if self.seq >= self.max_frames {
+        if self.d.seq >= self.d.max_frames {
             return Err(CryptoError::Exhausted);
         }
         let length = frame.encoded_len() as u64;
         let len32 = u32::try_from(length).map_err(|_| CryptoError::TooLong { len: length })?;
-        let p = self.protection.padding(length);
+        let p = self.d.protection.padding(length);
         let mut random = [0u8; CONFOUNDER + 15];
         rng.fill(&mut random[..CONFOUNDER + p]);
         let (confounder, rest) = random.split_at(CONFOUNDER);
         let padding = &rest[..p];
-        let seq = self.seq;
-        match self.protection {
+        let seq = self.d.seq;
+        match self.d.protection {
             Protection::Signed => seal_signed(keys, seq, frame, confounder, len32, padding, out),
             _ => seal_encrypted(keys, seq, frame, confounder, len32, padding, out)?,
         }
-        self.seq += 1;
+        self.d.seq += 1;
         Ok(())
     }
 }
@@ -255,19 +278,12 @@ fn seal_encrypted(
 
 /// Authenticates (and decrypts) the frames one side receives.
 pub struct RxProtector {
-    protection: Protection,
-    keys: Option<Keys>,
-    /// The counter the next frame must carry.
-    seq: u64,
-    max_frames: u64,
+    d: Direction,
 }
 
 impl fmt::Debug for RxProtector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RxProtector")
-            .field("protection", &self.protection)
-            .field("seq", &self.seq)
-            .finish()
+        self.d.debug("RxProtector", f)
     }
 }
 
@@ -275,52 +291,45 @@ impl RxProtector {
     /// Plain frames.
     pub fn plain() -> Self {
         RxProtector {
-            protection: Protection::Plain,
-            keys: None,
-            seq: 0,
-            max_frames: u64::MAX,
+            d: Direction::plain(),
         }
     }
 
     /// Protection `p` with the peer's direction keys; at most `max_frames` frames are accepted.
     pub fn new(p: Protection, keys: &DirectionKeys, max_frames: u64) -> Self {
-        let keys = (p != Protection::Plain).then(|| Keys::new(keys));
         RxProtector {
-            protection: p,
-            keys,
-            seq: 0,
-            max_frames,
+            d: Direction::new(p, keys, max_frames),
         }
     }
 
     /// The form this protector accepts.
     pub fn protection(&self) -> Protection {
-        self.protection
+        self.d.protection
     }
 
     /// Frames accepted so far (the counter the next frame must carry).
     pub fn frames_accepted(&self) -> u64 {
-        self.seq
+        self.d.seq
     }
 
     /// §3.4 step 3 (and 4's decryption): authenticate a whole protected frame, whose
     /// length field the deframer has already checked, with the expected counter; decrypt
     /// in place. Returns the range of (tag ‖ payload) within `frame`.
     pub(crate) fn open(&mut self, frame: &mut [u8]) -> Result<Range<usize>, FrameError> {
-        let Some(keys) = &self.keys else {
+        let Some(keys) = &self.d.keys else {
             return Err(FrameError::BadSignature);
         };
-        if self.seq >= self.max_frames {
+        if self.d.seq >= self.d.max_frames {
             return Err(FrameError::Exhausted);
         }
         let mut len = [0u8; 4];
         len.copy_from_slice(&frame[CONFOUNDER..PROTECTED_HEAD]);
         let end = PROTECTED_HEAD + u32::from_le_bytes(len) as usize;
-        let sig_end = end + self.protection.sig_size();
-        match self.protection {
+        let sig_end = end + self.d.protection.sig_size();
+        match self.d.protection {
             Protection::Signed => {
                 let mut ctx = hmac::Context::with_key(&keys.mac);
-                ctx.update(&self.seq.to_le_bytes());
+                ctx.update(&self.d.seq.to_le_bytes());
                 ctx.update(&frame[..end]);
                 ctx.update(&frame[sig_end..]);
                 if !ct_eq(ctx.sign().as_ref(), &frame[end..sig_end]) {
@@ -335,14 +344,14 @@ impl RxProtector {
                 let aad = Aad::from(&aad[..PROTECTED_HEAD + padding]);
                 keys.aead
                     .open_in_place(
-                        keys.nonce(self.seq),
+                        keys.nonce(self.d.seq),
                         aad,
                         &mut frame[PROTECTED_HEAD..sig_end],
                     )
                     .map_err(|_: ring::error::Unspecified| FrameError::BadSignature)?;
             }
         }
-        self.seq += 1;
+        self.d.seq += 1;
         Ok(PROTECTED_HEAD..end)
     }
 }
