@@ -306,9 +306,6 @@ pub(crate) use session_api;
 
 #[cfg(test)]
 mod tests {
-    // A test picks any instant as its epoch; the machine's time is what it is given.
-    #![allow(clippy::disallowed_methods)]
-
     use super::*;
     use crate::crypto::SeededRng;
     use crate::wire::types::EntityName;
@@ -318,7 +315,11 @@ mod tests {
             EntityName::new(EntityType::CLIENT, 1),
             AddrVec::default(),
         ));
-        let mut c = SessionCore::incoming(cfg, Box::new(SeededRng::new(1)), Instant::now());
+        let mut c = SessionCore::incoming(
+            cfg,
+            Box::new(SeededRng::new(1)),
+            crate::proto::tests::epoch(),
+        );
         c.state = state;
         c.policy.server = server;
         c
@@ -341,7 +342,7 @@ mod tests {
 
     #[test]
     fn timers_fire_only_when_due() {
-        let now = Instant::now();
+        let now = crate::proto::tests::epoch();
         let mut c = core(State::Wait, false);
         c.reconnect_at = Some(now + Duration::from_millis(5));
         assert_eq!(c.session_deadline(), c.reconnect_at);
@@ -379,7 +380,7 @@ mod tests {
 
     #[test]
     fn link_timers_follow_the_handshake_then_idle_and_keepalive() {
-        let now = Instant::now();
+        let now = crate::proto::tests::epoch();
         let s = Duration::from_secs;
         let mut c = core(State::Connecting, false);
         let mut cfg = (*c.cfg).clone();

@@ -102,7 +102,7 @@ impl Pair {
             seed,
         };
         Pair {
-            now: Instant::now(),
+            now: crate::proto::tests::epoch(),
             ep: [mk(a, 1000), mk(b, 2000)],
             links: Vec::new(),
             next_link: 1,

@@ -1,6 +1,6 @@
 //! Scenario tests of the msgr2 state machine over the in-memory [`Pair`].
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 
@@ -118,7 +118,7 @@ fn handshake_and_exchange_in_each_form() {
 
 #[test]
 fn first_auth_leaves_before_any_server_byte() {
-    let now = Instant::now();
+    let now = crate::proto::tests::epoch();
     let cfg = std::sync::Arc::new(ProtoConfig::new(
         EntityName::new(EntityType::CLIENT, 1),
         crate::wire::types::AddrVec(vec![EntityAddr::blank(AddrType::MSGR2, 1)]),
@@ -514,7 +514,7 @@ fn frame_limit_closes_with_rekey_and_resumes_with_fresh_keys() {
 
 #[test]
 fn garbage_input_closes_the_link_without_panicking() {
-    let now = Instant::now();
+    let now = crate::proto::tests::epoch();
     let cfg = std::sync::Arc::new(config(EntityName::new(EntityType::OSD, 0), addr(6800, 1)));
     for garbage in [
         &b"GET / HTTP/1.1\r\n\r\n"[..],

@@ -37,7 +37,7 @@ impl Pair {
         scfg: V1Config,
         existing: Option<ExistingSession>,
     ) -> Pair {
-        let now = Instant::now_for_tests();
+        let now = crate::proto::tests::epoch();
         let client = V1Connection::client(ccfg, cs, now);
         let mut server =
             V1Connection::server(scfg, V1Session::new(), CLIENT_SOCKET.parse().unwrap(), now);
@@ -90,18 +90,6 @@ impl Pair {
         self.client.handle_timeout(self.now);
         self.server.handle_timeout(self.now);
         self.drive();
-    }
-}
-
-/// `Instant::now` is disallowed in the sans-IO core; tests need one fixed origin.
-trait NowForTests {
-    fn now_for_tests() -> Instant;
-}
-
-impl NowForTests for Instant {
-    #[allow(clippy::disallowed_methods)]
-    fn now_for_tests() -> Instant {
-        Instant::now()
     }
 }
 
@@ -484,7 +472,7 @@ fn keepalive2_round_trip_echoes_the_stamp() {
 
 #[test]
 fn handshake_times_out_on_the_virtual_clock() {
-    let mut c = V1Connection::client(client_cfg(), V1Session::new(), Instant::now_for_tests());
+    let mut c = V1Connection::client(client_cfg(), V1Session::new(), crate::proto::tests::epoch());
     let deadline = c.poll_timeout().expect("a handshake deadline");
     c.handle_timeout(deadline - Duration::from_millis(1));
     assert!(!c.is_closed());
@@ -514,7 +502,7 @@ fn periodic_keepalives_on_the_virtual_clock() {
 
 #[test]
 fn wrong_banner_closes_the_server_side() {
-    let now = Instant::now_for_tests();
+    let now = crate::proto::tests::epoch();
     let mut s = V1Connection::server(
         server_cfg(),
         V1Session::new(),

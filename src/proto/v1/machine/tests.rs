@@ -1,6 +1,5 @@
 //! Two v1 session machines over in-memory links, with the shell's session table
 //! played by hand (`decide` + `take_handoff`/`adopt`).
-#![allow(clippy::disallowed_methods)]
 
 use super::*;
 use std::time::Duration;
@@ -67,7 +66,7 @@ struct World {
 
 impl World {
     fn new() -> World {
-        let now = Instant::now();
+        let now = crate::proto::tests::epoch();
         let ccfg = cfg("client.1", 0, 5, Policy::lossless_client());
         let peer = EntityAddr::new(AddrType::LEGACY, ([127, 0, 0, 1], 6800).into(), 0);
         let client = V1SessionConn::outgoing(
@@ -306,7 +305,7 @@ fn a_new_session_survives_a_link_lost_during_the_seq_exchange() {
 
 #[test]
 fn refusals_map_to_v1_reply_tags() {
-    let now = Instant::now();
+    let now = crate::proto::tests::epoch();
     let scfg = cfg("osd.0", 6800, 9, Policy::stateful_server());
     for (decision, tag) in [
         (Decision::RetrySession(7), Tag::RETRY_SESSION),
@@ -427,7 +426,7 @@ fn a_resume_of_a_session_we_do_not_have_is_reset() {
 
 #[test]
 fn v1_is_refused_where_auth_or_protection_is_required() {
-    let now = Instant::now();
+    let now = crate::proto::tests::epoch();
     let mut c = (*cfg("client.1", 0, 5, Policy::lossless_client())).clone();
     c.min_mode = crate::proto::Mode::Signed;
     let peer = EntityAddr::new(AddrType::LEGACY, ([127, 0, 0, 1], 6800).into(), 0);
