@@ -2,49 +2,18 @@
 //! with the real ceph-authtool keyring fixture; errors people understand.
 #![allow(clippy::disallowed_methods)]
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use common::cli::run;
 
 const KEYRING: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/fixtures/client.admin.keyring"
 );
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_simplemsgr"))
-}
-
-/// Run to completion (every invocation here is bounded by the tool's own timeouts).
-fn run(args: &[&str]) -> (i32, String, String) {
-    let out = bin().args(args).stdin(Stdio::null()).output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-/// Start `serve` with extra arguments; returns the child and its address.
-fn serve(extra: &[&str]) -> (Child, String) {
-    let mut args = vec!["serve", "--bind", "127.0.0.1:0", "--duration-secs", "20"];
-    args.extend_from_slice(extra);
-    let mut child = bin()
-        .args(&args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .split_whitespace()
-        .find_map(|w| w.parse::<SocketAddr>().ok())
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-        .to_string();
-    (child, addr)
+/// `serve` with extra arguments for at most 20 s; returns the child and its address.
+fn serve(extra: &[&str]) -> (std::process::Child, String) {
+    common::cli::serve(20, extra)
 }
 
 #[test]

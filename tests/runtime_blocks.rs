@@ -2,9 +2,10 @@
 //! command-line tool. Every wait is bounded.
 #![allow(clippy::disallowed_methods)]
 
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+mod common;
+
+use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -12,6 +13,8 @@ use std::time::{Duration, Instant};
 use simplemsgr::runtime::config::FaultConfig;
 use simplemsgr::runtime::transport::{self, Shutdown, Transport};
 use simplemsgr::runtime::{Config, FaultInjector, ResourceLimits, Throttle};
+
+use common::cli::run;
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -222,39 +225,6 @@ fn resource_limits_of_this_process() {
 
 // ---- command-line tool ----
 
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_simplemsgr"));
-    c.env_remove("RUST_LOG");
-    c
-}
-
-/// Run with a bounded wait; returns (status code, stdout, stderr).
-fn run(args: &[&str]) -> (i32, String, String) {
-    let mut child = bin()
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            break;
-        }
-        if Instant::now() > deadline {
-            child.kill().unwrap();
-            panic!("simplemsgr {args:?} did not exit in 60 s");
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[test]
 fn cli_help_everywhere() {
     for args in [
@@ -357,21 +327,7 @@ fn cli_unreachable_peer_fails_with_exit_1() {
 
 #[test]
 fn cli_serve_ping_and_bench_against_it() {
-    let mut serve = bin()
-        .args(["serve", "--bind", "127.0.0.1:0", "--duration-secs", "30"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(serve.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .split_whitespace()
-        .find_map(|w| w.parse::<SocketAddr>().ok())
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-        .to_string();
+    let (mut serve, addr) = common::cli::serve(30, &[]);
     let (code, out, err) = run(&[
         "ping",
         &addr,

@@ -2,6 +2,7 @@
 //! bounded waits, an echo dispatcher.
 #![allow(dead_code, clippy::disallowed_methods)]
 
+pub mod cli;
 pub mod relay;
 
 use std::time::{Duration, Instant};
