@@ -135,13 +135,16 @@ pub struct Config {
     /// Compute and check CRCs (`ms_crc_data`, `ms_crc_header`).
     pub crc: bool,
     /// While a large message goes out in chunks (structured data, docs/PROTOCOL.md §7),
-    /// the connection's writer yields the CPU after each chunk it writes
+    /// the connection's writer yields the CPU after each chunk it writes, and the
+    /// receiving reader after each read that leaves a chunked message incomplete
     /// (`ms_chunk_yield`). On busy cores this lets the threads that carry small
     /// messages (the peer's reader, the sending application, the reply's way back)
-    /// run between chunks, and keeps the writer from filling the socket buffers ahead
-    /// of them: small-message latency during a transfer drops from milliseconds to
-    /// about one chunk's time (BENCHMARKS.md, head-of-line blocking). Costs one
-    /// `sched_yield` per chunk; with an idle core it returns at once.
+    /// run between chunks instead of waiting for the scheduler to take the CPU away
+    /// from a thread that never blocks, and keeps the writer from filling the socket
+    /// buffers ahead of them: small-message latency during a transfer drops from
+    /// milliseconds to about the time of the bytes queued ahead (BENCHMARKS.md,
+    /// head-of-line blocking). Costs one `sched_yield` per chunk or read; with an
+    /// idle core it returns at once.
     pub chunk_yield: bool,
     /// SO_SNDBUF and SO_RCVBUF of a connection once a chunked message goes either way
     /// on it (`ms_chunked_sockbuf`), for each of the two that `ms_tcp_sndbuf` /
@@ -150,7 +153,9 @@ pub struct Config {
     /// autotuning grows them to megabytes during a bulk transfer (milliseconds of
     /// head-of-line delay); bounded, a small message waits for at most about this many
     /// bytes at each end. It also bounds the window: on a path whose bandwidth-delay
-    /// product is larger, raise it or set the explicit buffer sizes.
+    /// product is larger, raise it or set the explicit buffer sizes. Never below the
+    /// link's maximum segment size (a smaller window stalls on TCP timers: on loopback,
+    /// MSS 65,483, a 48 KiB bound made a 256 MiB transfer take 12 s instead of 0.4 s).
     pub chunked_sockbuf: usize,
     /// Most simultaneous connections (`ms_max_connections`); `None` = derived from
     /// [`ResourceLimits`](super::limits::ResourceLimits).

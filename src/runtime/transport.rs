@@ -250,6 +250,11 @@ pub struct ShutdownHandle {
 }
 
 impl ShutdownHandle {
+    /// The connection's maximum segment size (TCP_MAXSEG), if the OS reports it.
+    pub fn mss(&self) -> Option<u32> {
+        SockRef::from(&self.stream).mss().ok()
+    }
+
     /// Set SO_SNDBUF / SO_RCVBUF of the (connected) socket; `None` leaves one alone.
     /// The kernel doubles the value and stops autotuning that buffer.
     pub fn set_buffers(&self, snd: Option<usize>, rcv: Option<usize>) -> io::Result<()> {

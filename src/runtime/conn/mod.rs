@@ -110,13 +110,23 @@ impl LinkIo {
         if cfg.chunked_sockbuf == 0 || self.chunk_bounded.swap(true, Ordering::AcqRel) {
             return;
         }
-        let n = cfg.chunked_sockbuf;
+        let n = chunked_buffer_size(cfg.chunked_sockbuf, self.shutdown.mss());
         let snd = (cfg.tcp_sndbuf == 0).then_some(n);
         let rcv = (cfg.tcp_rcvbuf == 0).then_some(n);
         if let Err(e) = self.shutdown.set_buffers(snd, rcv) {
             warn!("conn#{conn}: cannot bound the socket buffers for chunked messages: {e}");
         }
     }
+}
+
+/// The socket buffer size for a link that carries chunked messages: the configured
+/// `ms_chunked_sockbuf`, but never below one maximum segment. Below that the window
+/// the kernel derives from the buffer cannot hold a full segment, and the transfer
+/// crawls on persist and delayed-ACK timers: on loopback (MSS 65,483) a 48 KiB
+/// bound turned a 256 MiB transfer from 0.4 s into 12 s.
+fn chunked_buffer_size(configured: usize, mss: Option<u32>) -> usize {
+    let floor = mss.map_or(0, |m| m as usize);
+    configured.max(floor)
 }
 
 /// Wakes the session's writer thread. A wake while the writer runs is remembered (the
@@ -360,4 +370,20 @@ pub(crate) fn attach_link(
     });
     shared.state.lock().links.insert(link_id, io);
     spawn_reader(inner, shared.clone(), link_id, read);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::chunked_buffer_size;
+
+    #[test]
+    fn chunked_buffers_never_go_below_one_segment() {
+        // Loopback's MSS: a smaller bound is raised to it.
+        assert_eq!(chunked_buffer_size(48 * 1024, Some(65_483)), 65_483);
+        assert_eq!(chunked_buffer_size(128 * 1024, Some(65_483)), 128 * 1024);
+        // Ethernet's MSS leaves the configured bound alone.
+        assert_eq!(chunked_buffer_size(64 * 1024, Some(1448)), 64 * 1024);
+        // An OS that does not report the MSS: the configured bound.
+        assert_eq!(chunked_buffer_size(16 * 1024, None), 16 * 1024);
+    }
 }

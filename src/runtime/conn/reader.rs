@@ -97,17 +97,18 @@ fn reader_loop(inner: Arc<Inner>, mut shared: Arc<ConnShared>, link: LinkId, rea
         // ms_inject_delay_*: hold what was read before it is processed.
         faults.inject_delay("read");
         loop {
-            let (events, still_ours, wake) = {
+            let (events, still_ours, wake, chunked) = {
                 let mut st = shared.state.lock();
                 hint = st.proto.handle_input(link, &mut buf, Instant::now());
                 let ours = st.proto.link_id() == Some(link);
                 let wake = st.writer_need(st.proto.link_id());
-                if ours && st.proto.receiving_chunked() {
+                let chunked = ours && st.proto.receiving_chunked();
+                if chunked {
                     if let Some(lio) = st.links.get(&link) {
                         lio.bound_for_chunks(&inner.config, shared.id);
                     }
                 }
-                (drain(&mut st.proto, &shared, true), ours, wake)
+                (drain(&mut st.proto, &shared, true), ours, wake, chunked)
             };
             if wake == WriterNeed::Bytes {
                 shared.wake();
@@ -128,6 +129,11 @@ fn reader_loop(inner: Arc<Inner>, mut shared: Arc<ConnShared>, link: LinkId, rea
             // dispatcher did not answer: a reply carries the ACK with it.
             if wake == WriterNeed::Timer && shared.state.lock().writer_needed(Some(link)) {
                 shared.wake();
+            }
+            if chunked && inner.config.chunk_yield {
+                // In the middle of a chunked message: let the threads that carry small
+                // messages run (the mirror of the writer's yield, `Config::chunk_yield`).
+                std::thread::yield_now();
             }
             let adopted = adopted.and_then(|req| accept(&inner, &shared, link, req));
             let was_adopted = adopted.is_some();
