@@ -25,6 +25,7 @@
 //! | `ms_crc_data`, `ms_crc_header` | [`Config::crc`] | true | Ceph (one switch here) |
 //! | `ms_chunk_yield` | [`Config::chunk_yield`] | true | simplemsgr |
 //! | `ms_chunked_sockbuf` | [`Config::chunked_sockbuf`] | 128 KiB (0 = leave the OS default) | simplemsgr |
+//! | `ms_chunked_notsent_lowat` | [`Config::chunked_notsent_lowat`] | 16 KiB (0 = off) | simplemsgr |
 //! | `ms_max_connections` (`auto` = derived) | [`Config::max_connections`] | auto | simplemsgr |
 //! | `ms_max_handshaking` | [`Config::max_handshaking`] | 256 | simplemsgr |
 //! | `ms_max_connections_per_ip` | [`Config::max_connections_per_ip`] | 0 = unlimited | simplemsgr |
@@ -157,6 +158,13 @@ pub struct Config {
     /// link's maximum segment size (a smaller window stalls on TCP timers: on loopback,
     /// MSS 65,483, a 48 KiB bound made a 256 MiB transfer take 12 s instead of 0.4 s).
     pub chunked_sockbuf: usize,
+    /// TCP_NOTSENT_LOWAT of a connection once a chunked message goes either way on it
+    /// (`ms_chunked_notsent_lowat`, Linux; 0 = leave it alone): the writer blocks while
+    /// more than this many bytes it wrote wait unsent in the socket, so chunks cannot
+    /// pile up in the send buffer ahead of a small message, without shrinking the
+    /// window as a smaller `ms_chunked_sockbuf` would. Where the OS lacks the option it
+    /// is logged once per connection and ignored.
+    pub chunked_notsent_lowat: usize,
     /// Most simultaneous connections (`ms_max_connections`); `None` = derived from
     /// [`ResourceLimits`](super::limits::ResourceLimits).
     pub max_connections: Option<usize>,
@@ -194,6 +202,7 @@ impl Default for Config {
             crc: true,
             chunk_yield: true,
             chunked_sockbuf: 128 * KIB as usize,
+            chunked_notsent_lowat: 16 * KIB as usize,
             max_connections: None,
             max_handshaking: 256,
             max_connections_per_ip: 0,
@@ -267,6 +276,7 @@ pub const KEYS: &[&str] = &[
     "ms_crc_header",
     "ms_chunk_yield",
     "ms_chunked_sockbuf",
+    "ms_chunked_notsent_lowat",
     "ms_max_connections",
     "ms_max_handshaking",
     "ms_max_connections_per_ip",
@@ -329,6 +339,11 @@ impl Config {
             "ms_crc_data" | "ms_crc_header" => self.crc = parse_bool(k, v)?,
             "ms_chunk_yield" => self.chunk_yield = parse_bool(k, v)?,
             "ms_chunked_sockbuf" => self.chunked_sockbuf = to_usize(k, parse_bytes(k, v)?)?,
+            "ms_chunked_notsent_lowat" => {
+                self.chunked_notsent_lowat = u32::try_from(parse_bytes(k, v)?)
+                    .map_err(|_| invalid(k, "must be below 4 GiB"))?
+                    as usize
+            }
             "ms_max_connections" => {
                 self.max_connections = match v {
                     "auto" | "none" | "" => None,
@@ -528,6 +543,7 @@ mod tests {
         assert_eq!(c.max_data_len, 512 << 20);
         assert!(c.chunk_yield);
         assert_eq!(c.chunked_sockbuf, 128 * 1024);
+        assert_eq!(c.chunked_notsent_lowat, 16 * 1024);
         assert!(!c.fault.is_active());
     }
 
@@ -556,8 +572,11 @@ mod tests {
         c.set("ms_inject_socket_failures", "500").unwrap();
         c.set("ms_chunk_yield", "off").unwrap();
         c.set("ms_chunked_sockbuf", "256K").unwrap();
+        c.set("ms_chunked_notsent_lowat", "32K").unwrap();
         assert!(!c.chunk_yield);
         assert_eq!(c.chunked_sockbuf, 256 * 1024);
+        assert_eq!(c.chunked_notsent_lowat, 32 * 1024);
+        assert!(c.set("ms_chunked_notsent_lowat", "4G").is_err());
         assert_eq!(c.name.to_string(), "osd.3");
         assert_eq!(c.bind_addrs.len(), 2);
         assert_eq!(c.initial_backoff, Duration::from_millis(500));

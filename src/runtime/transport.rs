@@ -252,7 +252,23 @@ pub struct ShutdownHandle {
 impl ShutdownHandle {
     /// The connection's maximum segment size (TCP_MAXSEG), if the OS reports it.
     pub fn mss(&self) -> Option<u32> {
-        SockRef::from(&self.stream).mss().ok()
+        SockRef::from(&self.stream).tcp_mss().ok()
+    }
+
+    /// Set TCP_NOTSENT_LOWAT (Linux and Android; elsewhere an `Unsupported` error).
+    pub fn set_notsent_lowat(&self, bytes: u32) -> io::Result<()> {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        {
+            SockRef::from(&self.stream).set_tcp_notsent_lowat(bytes)
+        }
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        {
+            let _ = bytes;
+            Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "TCP_NOTSENT_LOWAT is not available on this OS",
+            ))
+        }
     }
 
     /// Set SO_SNDBUF / SO_RCVBUF of the (connected) socket; `None` leaves one alone.

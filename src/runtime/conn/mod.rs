@@ -105,16 +105,25 @@ impl LinkIo {
     }
 
     /// The first time a chunked message goes either way on this link, bound the socket
-    /// buffers that the configuration left to the OS (`Config::chunked_sockbuf`).
+    /// buffers that the configuration left to the OS (`Config::chunked_sockbuf`) and
+    /// the unsent bytes (`Config::chunked_notsent_lowat`).
     fn bound_for_chunks(&self, cfg: &super::config::Config, conn: u64) {
-        if cfg.chunked_sockbuf == 0 || self.chunk_bounded.swap(true, Ordering::AcqRel) {
+        if self.chunk_bounded.swap(true, Ordering::AcqRel) {
             return;
         }
-        let n = chunked_buffer_size(cfg.chunked_sockbuf, self.shutdown.mss());
-        let snd = (cfg.tcp_sndbuf == 0).then_some(n);
-        let rcv = (cfg.tcp_rcvbuf == 0).then_some(n);
-        if let Err(e) = self.shutdown.set_buffers(snd, rcv) {
-            warn!("conn#{conn}: cannot bound the socket buffers for chunked messages: {e}");
+        if cfg.chunked_sockbuf != 0 {
+            let n = chunked_buffer_size(cfg.chunked_sockbuf, self.shutdown.mss());
+            let snd = (cfg.tcp_sndbuf == 0).then_some(n);
+            let rcv = (cfg.tcp_rcvbuf == 0).then_some(n);
+            if let Err(e) = self.shutdown.set_buffers(snd, rcv) {
+                warn!("conn#{conn}: cannot bound the socket buffers for chunked messages: {e}");
+            }
+        }
+        if cfg.chunked_notsent_lowat != 0 {
+            let n = u32::try_from(cfg.chunked_notsent_lowat).unwrap_or(u32::MAX);
+            if let Err(e) = self.shutdown.set_notsent_lowat(n) {
+                warn!("conn#{conn}: cannot bound the unsent bytes for chunked messages: {e}");
+            }
         }
     }
 }
@@ -374,7 +383,74 @@ pub(crate) fn attach_link(
 
 #[cfg(test)]
 mod tests {
-    use super::chunked_buffer_size;
+    use super::*;
+    use crate::runtime::config::Config;
+    use socket2::SockRef;
+    use std::net::{TcpListener, TcpStream};
+
+    /// A link over a real loopback connection, its socket (to read options back) and
+    /// the accepted peer socket.
+    fn loopback_link() -> (LinkIo, TcpStream, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (peer, _) = l.accept().unwrap();
+        let probe = c.try_clone().unwrap();
+        let t = Transport::new(c).unwrap();
+        let shutdown = t.shutdown_handle().unwrap();
+        let (_read, half) = t.split();
+        let io = LinkIo {
+            write: Mutex::new(LinkWriter {
+                half,
+                pending: Default::default(),
+            }),
+            shutdown,
+            chunk_bounded: AtomicBool::new(false),
+        };
+        (io, probe, peer)
+    }
+
+    #[test]
+    fn chunked_links_get_bounded_buffers_and_unsent_bytes_once() {
+        let (io, probe, _peer) = loopback_link();
+        let sock = SockRef::from(&probe);
+        let cfg = Config {
+            chunked_sockbuf: 128 * 1024,
+            chunked_notsent_lowat: 16 * 1024,
+            ..Config::default()
+        };
+        io.bound_for_chunks(&cfg, 1);
+        // Linux doubles SO_SNDBUF/SO_RCVBUF for its bookkeeping.
+        assert_eq!(sock.send_buffer_size().unwrap(), 256 * 1024);
+        assert_eq!(sock.recv_buffer_size().unwrap(), 256 * 1024);
+        assert_eq!(sock.tcp_notsent_lowat().unwrap(), 16 * 1024);
+        // Only the first chunked message bounds the link.
+        let later = Config {
+            chunked_notsent_lowat: 64 * 1024,
+            ..cfg
+        };
+        io.bound_for_chunks(&later, 1);
+        assert_eq!(sock.tcp_notsent_lowat().unwrap(), 16 * 1024);
+    }
+
+    #[test]
+    fn zero_leaves_the_os_settings_alone() {
+        let (io, probe, _peer) = loopback_link();
+        let sock = SockRef::from(&probe);
+        let (snd, rcv) = (
+            sock.send_buffer_size().unwrap(),
+            sock.recv_buffer_size().unwrap(),
+        );
+        let lowat = sock.tcp_notsent_lowat().unwrap();
+        let cfg = Config {
+            chunked_sockbuf: 0,
+            chunked_notsent_lowat: 0,
+            ..Config::default()
+        };
+        io.bound_for_chunks(&cfg, 1);
+        assert_eq!(sock.send_buffer_size().unwrap(), snd);
+        assert_eq!(sock.recv_buffer_size().unwrap(), rcv);
+        assert_eq!(sock.tcp_notsent_lowat().unwrap(), lowat);
+    }
 
     #[test]
     fn chunked_buffers_never_go_below_one_segment() {

@@ -9,7 +9,7 @@
 //! Rows (`--hol-rows`, comma separated; default all four):
 //! - `off`: without the extension (seed 001 framing): a ping waits for the whole message;
 //! - `before`: with chunks, as the runtime sent them before the head-of-line work
-//!   (`ms_chunk_yield=false`, `ms_chunked_sockbuf=0`);
+//!   (`ms_chunk_yield=false`, `ms_chunked_sockbuf=0`, `ms_chunked_notsent_lowat=0`);
 //! - `on`: with chunks and the default settings;
 //! - `raw`: the floor. Ping-pong over a raw TCP connection while a raw TCP bulk transfer
 //!   runs on *another* connection in the same process, for as long as the slowest
@@ -19,9 +19,10 @@
 //! The "forward leg" is the part of a round trip from `send` to the server's dispatch of
 //! the ping (one process, one clock). Options for experiments ([`HolOptions`]):
 //! `--hol-sockbuf` (SO_SNDBUF and SO_RCVBUF of every socket; 0 = OS default),
-//! `--hol-chunk` (chunk size), `--hol-chunked-sockbuf` (`ms_chunked_sockbuf` of the
-//! `on` row); `--hol-legs` prints each busy ping's three legs (forward, back to the
-//! client's dispatch, to the waiting thread) on stderr.
+//! `--hol-chunk` (chunk size), `--hol-chunked-sockbuf` and `--hol-notsent-lowat`
+//! (`ms_chunked_sockbuf` and `ms_chunked_notsent_lowat` of the `on` row); `--hol-legs`
+//! prints each busy ping's three legs (forward, back to the client's dispatch, to the
+//! waiting thread) on stderr.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -53,7 +54,8 @@ pub enum HolMode {
     /// The messenger with the structured-data extension (chunks).
     Chunked,
     /// Chunks as the runtime sent them before the head-of-line work: no yield between
-    /// chunks and OS-tuned socket buffers (`ms_chunk_yield=false`, `ms_chunked_sockbuf=0`).
+    /// chunks and OS-tuned socket buffers (`ms_chunk_yield=false`, `ms_chunked_sockbuf=0`,
+    /// `ms_chunked_notsent_lowat=0`).
     ChunkedBefore,
     /// Raw TCP: pings on one connection, the bulk transfer on another (the floor).
     RawFloor,
@@ -93,6 +95,8 @@ pub struct HolOptions {
     pub sockbuf: Option<usize>,
     /// `ms_chunked_sockbuf` of the `on` row; `None` = the runtime's default.
     pub chunked_sockbuf: Option<usize>,
+    /// `ms_chunked_notsent_lowat` of the `on` row; `None` = the runtime's default.
+    pub chunked_notsent_lowat: Option<usize>,
     /// Print each busy ping's legs on stderr.
     pub legs: bool,
 }
@@ -104,9 +108,28 @@ impl Default for HolOptions {
             chunk: 64 * 1024,
             sockbuf: None,
             chunked_sockbuf: None,
+            chunked_notsent_lowat: None,
             legs: false,
         }
     }
+}
+
+/// The `on` row's settings that differ from the runtime's defaults, for its label.
+fn on_row_settings(opts: &HolOptions) -> String {
+    let mut s = String::new();
+    if let Some(n) = opts.chunked_sockbuf {
+        s.push_str(&format!(
+            ", ms_chunked_sockbuf={}",
+            crate::bench::fmt_size(n)
+        ));
+    }
+    if let Some(n) = opts.chunked_notsent_lowat {
+        s.push_str(&format!(
+            ", ms_chunked_notsent_lowat={}",
+            crate::bench::fmt_size(n)
+        ));
+    }
+    s
 }
 
 /// What one configuration measured.
@@ -226,9 +249,15 @@ pub fn measure(
         if mode == HolMode::ChunkedBefore {
             b.config_mut().chunk_yield = false;
             b.config_mut().chunked_sockbuf = 0;
+            b.config_mut().chunked_notsent_lowat = 0;
         }
-        if let (Some(n), HolMode::Chunked) = (opts.chunked_sockbuf, mode) {
-            b.config_mut().chunked_sockbuf = n;
+        if mode == HolMode::Chunked {
+            if let Some(n) = opts.chunked_sockbuf {
+                b.config_mut().chunked_sockbuf = n;
+            }
+            if let Some(n) = opts.chunked_notsent_lowat {
+                b.config_mut().chunked_notsent_lowat = n;
+            }
         }
     };
     let mut sb = Messenger::builder("osd.0".parse().map_err(|_| "name")?);
@@ -499,9 +528,13 @@ pub fn table(big: usize, results: &[HolResult], opts: &HolOptions) -> String {
             "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1}× |\n",
             match r.mode {
                 HolMode::Chunked =>
-                    format!("structured data on ({} KiB chunks)", opts.chunk >> 10),
+                    format!(
+                        "structured data on ({} KiB chunks){}",
+                        opts.chunk >> 10,
+                        on_row_settings(opts)
+                    ),
                 HolMode::ChunkedBefore => format!(
-                    "structured data on ({} KiB chunks), ms_chunk_yield=false, ms_chunked_sockbuf=0 (as before)",
+                    "structured data on ({} KiB chunks), ms_chunk_yield=false, ms_chunked_sockbuf=0, ms_chunked_notsent_lowat=0 (as before)",
                     opts.chunk >> 10
                 ),
                 HolMode::Plain => "structured data off (seed 001)".to_string(),

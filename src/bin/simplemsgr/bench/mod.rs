@@ -228,6 +228,18 @@ impl Progress {
 
 /// Parse a message size: `64`, `4k`, `64K`, `1m`, `1MiB` (powers of 1024), 1..=64 MiB.
 pub fn parse_size(s: &str) -> Result<usize, String> {
+    let v = parse_size_unchecked(s)?;
+    if v == 0 {
+        return Err("size must be at least 1 byte".to_string());
+    }
+    if v > MAX_BENCH_SIZE {
+        return Err(format!("size '{s}' is above the maximum of 64m"));
+    }
+    Ok(v)
+}
+
+/// A number with an optional k/m suffix, any value.
+fn parse_size_unchecked(s: &str) -> Result<usize, String> {
     let lower = s.trim().to_ascii_lowercase();
     let end = lower
         .find(|c: char| !c.is_ascii_digit())
@@ -246,12 +258,14 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
     let n: usize = num.parse().map_err(|_| {
         format!("invalid size '{s}': expected a number with optional k/m suffix, e.g. 64, 4k, 1m")
     })?;
-    let v = n
-        .checked_mul(mult)
-        .ok_or_else(|| format!("size '{s}' is too large"))?;
-    if v == 0 {
-        return Err("size must be at least 1 byte".to_string());
-    }
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("size '{s}' is too large"))
+}
+
+/// Like [`parse_size`], but 0 is allowed: for settings where 0 means "leave it to the OS"
+/// or "off".
+pub fn parse_size_or_zero(s: &str) -> Result<usize, String> {
+    let v = parse_size_unchecked(s)?;
     if v > MAX_BENCH_SIZE {
         return Err(format!("size '{s}' is above the maximum of 64m"));
     }
@@ -272,6 +286,16 @@ pub fn fmt_size(n: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn zero_sizes_only_where_zero_means_off() {
+        assert!(parse_size("0").is_err());
+        assert_eq!(parse_size_or_zero("0"), Ok(0));
+        assert_eq!(parse_size_or_zero("0k"), Ok(0));
+        assert_eq!(parse_size_or_zero("16k"), Ok(16 << 10));
+        assert!(parse_size_or_zero("x").is_err());
+        assert!(parse_size_or_zero("0q").is_err());
+    }
 
     #[test]
     fn sizes_parse_with_suffixes() {

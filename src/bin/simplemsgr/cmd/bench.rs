@@ -15,7 +15,8 @@ use crate::bench::hol::{HolMode, HolOptions};
 use crate::bench::msgr::{BenchKey, MessengerTarget};
 use crate::bench::raw::RawTcp;
 use crate::bench::{
-    fmt_size, parse_size, report, BenchTarget, Mode, Progress, RunResult, Workload,
+    fmt_size, parse_size, parse_size_or_zero, report, BenchTarget, Mode, Progress, RunResult,
+    Workload,
 };
 use simplemsgr::proto::Mode as ProtectionMode;
 
@@ -70,18 +71,21 @@ pub struct BenchArgs {
     #[arg(long)]
     pub hol: bool,
     /// With --hol: the rows, comma separated: off (no structured data), before (chunks
-    /// without ms_chunk_yield and ms_chunked_sockbuf), on, raw (the raw TCP floor).
+    /// without ms_chunk_yield, ms_chunked_sockbuf and ms_chunked_notsent_lowat), on, raw (the raw TCP floor).
     #[arg(long, value_delimiter = ',', value_parser = HolMode::parse, requires = "hol")]
     pub hol_rows: Vec<HolMode>,
     /// With --hol: chunk size (k/m suffixes).
     #[arg(long, value_name = "SIZE", default_value = "64k", value_parser = parse_size)]
     pub hol_chunk: usize,
     /// With --hol: SO_SNDBUF and SO_RCVBUF of every socket (0 = the OS default).
-    #[arg(long, value_name = "SIZE", value_parser = parse_size, requires = "hol")]
+    #[arg(long, value_name = "SIZE", value_parser = parse_size_or_zero, requires = "hol")]
     pub hol_sockbuf: Option<usize>,
     /// With --hol: ms_chunked_sockbuf of the `on` row (0 = never bound the buffers).
-    #[arg(long, value_name = "SIZE", value_parser = parse_size, requires = "hol")]
+    #[arg(long, value_name = "SIZE", value_parser = parse_size_or_zero, requires = "hol")]
     pub hol_chunked_sockbuf: Option<usize>,
+    /// With --hol: ms_chunked_notsent_lowat of the `on` row (0 = leave TCP_NOTSENT_LOWAT alone).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size_or_zero, requires = "hol")]
+    pub hol_notsent_lowat: Option<usize>,
     /// With --hol: print each in-flight ping's legs on stderr.
     #[arg(long, requires = "hol")]
     pub hol_legs: bool,
@@ -224,6 +228,7 @@ pub fn run(args: BenchArgs, cfg: &Config, quiet: bool) -> Result<(), CliError> {
             chunk: args.hol_chunk,
             sockbuf: args.hol_sockbuf.filter(|n| *n > 0),
             chunked_sockbuf: args.hol_chunked_sockbuf,
+            chunked_notsent_lowat: args.hol_notsent_lowat,
             legs: args.hol_legs,
         };
         return crate::bench::hol::run(256 << 20, 500, &opts).map_err(CliError::failed);
