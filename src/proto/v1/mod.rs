@@ -71,7 +71,7 @@ pub use accept::{
     OpenKind,
 };
 pub use connection::V1Connection;
-pub use machine::{V1Handoff, V1SessionConn};
+pub use machine::{V1Handoff, V1LinkInfo, V1SessionConn};
 pub use session::V1Session;
 
 use crate::wire::message::Message;
