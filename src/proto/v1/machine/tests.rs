@@ -1113,3 +1113,89 @@ fn set_my_name_changes_the_source_of_later_messages() {
         vec![u64::MAX, 4242]
     );
 }
+
+#[test]
+fn the_server_checks_rows_1_to_4_before_asking_the_session_table() {
+    // Each refused connect is answered on the same link, which then waits for the next;
+    // only an acceptable one becomes an accept request.
+    let now = crate::proto::tests::epoch();
+    let mut s = mon_server_cfg();
+    s.features_required = features::MSG_AUTH;
+    let mut s = V1SessionConn::incoming(
+        Arc::new(s),
+        Box::new(SeededRng::new(2)),
+        1,
+        CLIENT_ADDR,
+        now,
+    );
+    let good = ConnectMsg {
+        features: features::PACIFIC_ALL,
+        host_type: u32::from(EntityType::CLIENT.0),
+        global_seq: 1,
+        connect_seq: 0,
+        protocol_version: protocol::MONC,
+        ..Default::default()
+    };
+    let mut input = BytesMut::new();
+    input.extend_from_slice(crate::wire::v1::BANNER);
+    EntityAddr::blank(AddrType::LEGACY, 5).encode_legacy_into(&mut input);
+    s.handle_input(1, &mut input, now);
+    let mut t = Transmit::new();
+    assert!(s.poll_transmit(1, now, &mut t), "the server hello");
+    t.clear();
+    let cases = [
+        (
+            ConnectMsg {
+                protocol_version: 24,
+                ..good.clone()
+            },
+            Tag::BADPROTOVER,
+        ),
+        (
+            ConnectMsg {
+                features: features::PACIFIC_ALL & !features::MSG_AUTH,
+                ..good.clone()
+            },
+            Tag::FEATURES,
+        ),
+        (
+            ConnectMsg {
+                authorizer_protocol: 2,
+                authorizer: vec![1, 2, 3],
+                ..good.clone()
+            },
+            Tag::BADAUTHORIZER,
+        ),
+    ];
+    for (connect, tag) in cases {
+        let mut b = BytesMut::new();
+        connect.encode_into(&mut b);
+        s.handle_input(1, &mut b, now);
+        assert!(
+            request(&events(&mut s)).is_none(),
+            "{tag}: no accept request"
+        );
+        assert!(s.poll_transmit(1, now, &mut t));
+        let bytes = t.to_vec();
+        t.clear();
+        let reply = ConnectReply::read(&mut Reader::new(&bytes)).unwrap();
+        assert_eq!(reply.tag, tag);
+        assert_eq!(reply.protocol_version, protocol::MONC);
+        if tag == Tag::FEATURES {
+            assert_eq!(reply.features & features::MSG_AUTH, features::MSG_AUTH);
+        }
+        assert_eq!(
+            (reply.global_seq, reply.connect_seq, reply.flags),
+            (0, 0, 0)
+        );
+    }
+    // An empty authorizer of any protocol is accepted.
+    let mut b = BytesMut::new();
+    ConnectMsg {
+        authorizer_protocol: 2,
+        ..good
+    }
+    .encode_into(&mut b);
+    s.handle_input(1, &mut b, now);
+    assert!(request(&events(&mut s)).is_some());
+}
