@@ -604,14 +604,14 @@ impl MonPair {
                 t.clear();
                 moved += bytes.len();
                 for piece in bytes.chunks(7) {
-                    self.to_server(piece);
+                    self.feed_server(piece);
                 }
             }
             while self.server.poll_transmit(1, self.now, &mut t) {
                 let bytes = t.to_vec();
                 t.clear();
                 moved += bytes.len();
-                self.to_client(&bytes);
+                self.feed_client(&bytes);
             }
             self.collect();
             if moved == 0 {
@@ -621,12 +621,12 @@ impl MonPair {
         panic!("pair did not settle in 100 rounds (livelock)");
     }
 
-    fn to_server(&mut self, bytes: &[u8]) {
+    fn feed_server(&mut self, bytes: &[u8]) {
         self.sbuf.extend_from_slice(bytes);
         self.server.handle_input(1, &mut self.sbuf, self.now);
     }
 
-    fn to_client(&mut self, bytes: &[u8]) {
+    fn feed_client(&mut self, bytes: &[u8]) {
         self.cbuf.extend_from_slice(bytes);
         self.client.handle_input(1, &mut self.cbuf, self.now);
     }
@@ -940,7 +940,7 @@ fn duplicate_messages_are_dropped_by_in_seq() {
     let mut bytes = Vec::new();
     Frame::Msg(raw.clone()).encode(&mut bytes);
     Frame::Msg(raw).encode(&mut bytes);
-    p.to_server(&bytes);
+    p.feed_server(&bytes);
     p.collect();
     assert_eq!(messages(&p.sev).len(), 1);
     assert!(p.server.is_connected());
@@ -955,7 +955,7 @@ fn a_corrupted_header_crc_is_a_fault() {
     assert!(p.client.poll_transmit(1, p.now, &mut t));
     let mut bytes = t.to_vec();
     bytes[1] ^= 0xff;
-    p.to_server(&bytes);
+    p.feed_server(&bytes);
     p.collect();
     assert!(
         matches!(closed_error(&p.sev), Some(Error::Legacy(m)) if m.contains("crc")),
@@ -990,13 +990,13 @@ fn a_keepalive2_is_echoed_with_its_stamp() {
         bytes, want,
         "stamped with the time since the session was made"
     );
-    p.to_server(&bytes);
+    p.feed_server(&bytes);
     let mut echo = Transmit::new();
     assert!(p.server.poll_transmit(1, p.now, &mut echo));
     let mut want = Vec::new();
     Frame::Keepalive2Ack(stamp).encode(&mut want);
     assert_eq!(echo.to_vec(), want);
-    p.to_client(&want);
+    p.feed_client(&want);
     assert_eq!(p.client.last_keepalive_ack(), Some(p.now));
     // Without KEEPALIVE2 the plain KEEPALIVE tag goes out.
     let mut c = mon_client_cfg();
@@ -1079,15 +1079,15 @@ fn garbage_in_any_phase_never_panics_and_ends_in_a_typed_close() {
             1 => {
                 let mut t = Transmit::new();
                 assert!(p.server.poll_transmit(1, p.now, &mut t));
-                p.to_client(&t.to_vec());
+                p.feed_client(&t.to_vec());
             }
             _ => p.drive(),
         }
         p.collect();
         let len = 1 + usize::from(rng.next()) * 4;
         let junk: Vec<u8> = (0..len).map(|_| rng.next()).collect();
-        p.to_server(&junk);
-        p.to_client(&junk);
+        p.feed_server(&junk);
+        p.feed_client(&junk);
         // Either still waiting for more bytes or closed with an error; never a panic.
         for c in [&mut p.client, &mut p.server] {
             let evs = events(c);
