@@ -232,7 +232,7 @@ impl V1Stream {
             .map_err(|err| MonError::Connect { addr, err })?;
         let _ = stream.set_nodelay(true);
         // Like the CLI: a random-ish nonce tells this client instance apart. Our address
-        // is blank: the machine sends the IP the monitor saw, port 0, and this nonce.
+        // is blank: we advertise the IP the monitor saw, port 0, and this nonce.
         let t = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
@@ -255,6 +255,7 @@ impl V1Stream {
             Instant::now(),
         );
         conn.set_protocol_version(opts.protocol_version);
+        conn.advertise_learned_addr();
         Ok(V1Stream::new(stream, conn))
     }
 

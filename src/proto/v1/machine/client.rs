@@ -13,11 +13,11 @@ impl V1SessionConn {
             "[{}] v1 hello: server {server}, we are {seen}",
             self.core.peer.addr
         );
-        // Our own address: the one we listen on or, unbound (blank), the IP the server
-        // saw with our port and nonce (Ceph's learned address), so the server keys our
-        // session by IP and nonce.
+        // Our own address: the one we listen on or, unbound, blank with our nonce (the
+        // messenger keys such a session by nonce), or if asked the IP the server saw
+        // with our port and nonce (Ceph's learned address).
         let mut mine = legacy(my_addr(&self.core.cfg));
-        if mine.is_blank() {
+        if mine.is_blank() && self.learn_addr {
             if let Some(sa) = seen.addr {
                 let port = mine.addr.map_or(0, |a| a.port());
                 mine.addr = Some(SocketAddr::new(sa.ip(), port));

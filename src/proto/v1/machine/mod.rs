@@ -277,6 +277,8 @@ pub struct V1SessionConn {
     link: Option<V1Link>,
     /// The protocol version to send and require instead of Ceph's per-type value.
     protocol_version: Option<u32>,
+    /// Client: advertise the IP the server saw when our address is blank.
+    learn_addr: bool,
 }
 
 impl V1SessionConn {
@@ -302,6 +304,7 @@ impl V1SessionConn {
             core: SessionCore::outgoing(cfg, rng, peer, now),
             link: None,
             protocol_version: None,
+            learn_addr: false,
         }
     }
 
@@ -324,6 +327,7 @@ impl V1SessionConn {
             core: SessionCore::incoming(cfg, rng, now),
             link: Some(link),
             protocol_version: None,
+            learn_addr: false,
         }
     }
 
@@ -418,6 +422,14 @@ impl V1SessionConn {
     /// or is answered, BADPROTOVER.
     pub fn set_protocol_version(&mut self, version: u32) {
         self.protocol_version = Some(version);
+    }
+
+    /// Client: when our address is blank (unbound), advertise the IP the server saw
+    /// (from its hello) with port 0 and our nonce, as Ceph's own clients do, instead of
+    /// the blank address. Off by default: the messenger keys an unbound peer's session
+    /// by nonce only while its address is blank.
+    pub fn advertise_learned_addr(&mut self) {
+        self.learn_addr = true;
     }
 
     /// Put `name` in `header.src` of the messages sent from now on (a monitor client

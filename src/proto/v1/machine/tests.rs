@@ -640,15 +640,18 @@ impl MonPair {
 }
 
 impl V1SessionConn {
+    /// A monitor client as `runtime::monc` makes it (it advertises its learned address).
     fn outgoing_to_mon(c: ProtoConfig, now: Instant) -> V1SessionConn {
         let mon = EntityAddr::new(AddrType::LEGACY, MON_ADDR, 0);
-        V1SessionConn::outgoing(
+        let mut c = V1SessionConn::outgoing(
             Arc::new(c),
             Box::new(SeededRng::new(1)),
             mon,
             EntityType::MON,
             now,
-        )
+        );
+        c.advertise_learned_addr();
+        c
     }
 }
 
@@ -1198,4 +1201,36 @@ fn the_server_checks_rows_1_to_4_before_asking_the_session_table() {
     .encode_into(&mut b);
     s.handle_input(1, &mut b, now);
     assert!(request(&events(&mut s)).is_some());
+}
+
+#[test]
+fn an_unbound_client_advertises_a_blank_address_unless_asked_to_learn_it() {
+    let now = crate::proto::tests::epoch();
+    for learn in [false, true] {
+        let mut c = V1SessionConn::outgoing(
+            Arc::new(mon_client_cfg()),
+            Box::new(SeededRng::new(1)),
+            EntityAddr::new(AddrType::LEGACY, MON_ADDR, 0),
+            EntityType::MON,
+            now,
+        );
+        if learn {
+            c.advertise_learned_addr();
+        }
+        let mut p = MonPair::with(c, mon_server_cfg(), now);
+        p.drive();
+        assert!(p.server.is_connected());
+        let sent = p
+            .server
+            .link_info()
+            .and_then(|i| i.peer_addr)
+            .expect("addr");
+        assert_eq!(sent.nonce, 77);
+        if learn {
+            assert_eq!(sent.addr, Some("127.0.0.1:0".parse().unwrap()));
+        } else {
+            // The messenger keys this session by nonce alone.
+            assert!(sent.is_blank(), "{sent}");
+        }
+    }
 }
