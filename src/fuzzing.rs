@@ -360,33 +360,69 @@ pub fn fuzz_v1_frame(data: &[u8]) {
     }
 }
 
-/// The v1 machines, client and server, fed arbitrary peer bytes in pieces: never panic.
+/// The v1 session machine, as a monitor client and as a monitor-like server, fed
+/// arbitrary peer bytes in pieces (accept requests decided `New`): it must never panic,
+/// and once it closes the link it must take no more input.
 #[allow(clippy::disallowed_methods)] // one real Instant as the base of a virtual clock
 pub fn fuzz_v1_machines(data: &[u8]) {
-    use crate::proto::v1::{V1Config, V1Connection, V1Session};
-    use crate::wire::types::{EntityName, EntityType};
+    use crate::proto::v1::V1SessionConn;
+    use crate::proto::{Event, Policy, PolicyTable, ProtoConfig};
+    use crate::wire::types::{AddrType, AddrVec, EntityAddr, EntityName, EntityType};
     let now = std::time::Instant::now();
     let split = data.first().map_or(5, |b| usize::from(*b % 16) + 1);
-    let client = V1Connection::client(
-        V1Config::mon_client(EntityName::new(EntityType::CLIENT, 1)),
-        V1Session::new(),
+    let config = |name: EntityName, addr: EntityAddr, policy: Policy| {
+        let mut c = ProtoConfig::new(name, AddrVec(vec![addr]));
+        c.features_supported = crate::wire::v1::features::PACIFIC_ALL;
+        c.limits = limits();
+        c.policies = PolicyTable::new(policy);
+        std::sync::Arc::new(c)
+    };
+    let mut client = V1SessionConn::outgoing(
+        config(
+            EntityName::new(EntityType::CLIENT, 1),
+            EntityAddr::blank(AddrType::LEGACY, 3),
+            Policy::lossy_client(),
+        ),
+        Box::new(SeededRng::new(1)),
+        server_addr(),
+        EntityType::MON,
         now,
     );
-    let server = V1Connection::server(
-        V1Config::mon_server(server_addr()),
-        V1Session::new(),
+    client.start_link(1, now);
+    let server = V1SessionConn::incoming(
+        config(
+            EntityName::new(EntityType::MON, 0),
+            server_addr(),
+            Policy::stateless_server(),
+        ),
+        Box::new(SeededRng::new(2)),
+        1,
         ([127, 0, 0, 1], 50000).into(),
         now,
     );
     for mut m in [client, server] {
-        let mut out = Vec::new();
+        let mut buf = bytes::BytesMut::new();
+        let mut t = Transmit::new();
         for chunk in data.chunks(split) {
-            m.handle_input(chunk, now);
-            while m.poll_event().is_some() {}
-            while m.poll_transmit(&mut out) {
-                out.clear();
+            buf.extend_from_slice(chunk);
+            // Input waits (in `buf`) while a decision is pending: feed it again after one.
+            for _ in 0..2 {
+                m.handle_input(1, &mut buf, now);
+                let mut decided = false;
+                while let Some(e) = m.poll_event() {
+                    if let Event::AcceptRequest(_) = e {
+                        m.decide_accept(crate::proto::accept::Decision::New, now);
+                        decided = true;
+                    }
+                }
+                if !decided {
+                    break;
+                }
             }
-            if m.is_closed() {
+            while m.poll_transmit(1, now, &mut t) {
+                t.clear();
+            }
+            if m.link_id().is_none() {
                 break;
             }
         }

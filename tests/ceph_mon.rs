@@ -16,10 +16,10 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use simplemsgr::mon::{auth_protocol, AuthInitialRequest, Fsid, MAuth, MonMessage};
-use simplemsgr::proto::v1::{Initiator, V1Config, V1Connection, V1Error, V1Event, V1Session};
+use simplemsgr::proto::{Error, Event, Initiator};
 use simplemsgr::runtime::monc::{MonClient, MonClientOptions, MonError, V1Stream};
 use simplemsgr::wire::message::Message;
-use simplemsgr::wire::types::{AddrType, EntityAddr, EntityName, EntityType};
+use simplemsgr::wire::types::{EntityName, EntityType};
 use simplemsgr::wire::v1::{features, Frame, RawMsg};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -98,38 +98,22 @@ fn start_mon() -> Result<Mon, String> {
     })
 }
 
-fn connect_raw(cfg: V1Config) -> V1Stream {
-    let stream =
-        TcpStream::connect_timeout(&mon().addr, TIMEOUT).expect("TCP connect to the monitor");
-    V1Stream::new(
-        stream,
-        V1Connection::client(cfg, V1Session::new(), Instant::now()),
-    )
-}
-
-fn client_cfg() -> V1Config {
-    V1Config::mon_client(EntityName::new(EntityType::CLIENT, u64::MAX))
-}
-
 /// Returns (seq_exchange, lossy, negotiated features).
-fn handshake(cfg: V1Config) -> (bool, bool, u64) {
-    let mut s = connect_raw(cfg);
+fn handshake(opts: MonClientOptions) -> (bool, bool, u64) {
+    let mut s =
+        V1Stream::connect_to_monitor(mon().addr, &opts).expect("TCP connect to the monitor");
     let deadline = Instant::now() + TIMEOUT;
     // The first event of a successful handshake is Connected.
     match s.next_event(deadline, "handshake").expect("handshake") {
-        V1Event::Connected {
-            seq_exchange,
-            lossy,
-            features,
-            peer_addr,
-            ..
-        } => {
+        Event::Connected { resumed: false } => {
+            let conn = s.connection();
+            let info = conn.link_info().expect("the link");
             assert_eq!(
-                peer_addr.addr,
+                info.peer_addr.and_then(|a| a.addr),
                 Some(mon().addr),
                 "the monitor's legacy address"
             );
-            (seq_exchange, lossy, features)
+            (info.seq_exchange, conn.policy().lossy, info.features)
         }
         other => panic!("unexpected {other:?}"),
     }
@@ -137,7 +121,7 @@ fn handshake(cfg: V1Config) -> (bool, bool, u64) {
 
 #[test]
 fn handshake_seq_variant() {
-    let (seq, lossy, f) = handshake(client_cfg());
+    let (seq, lossy, f) = handshake(MonClientOptions::default());
     assert!(seq, "RECONNECT_SEQ offered: the monitor answers SEQ");
     assert!(lossy, "the monitor makes client sessions lossy");
     assert_eq!(f, features::PACIFIC_ALL);
@@ -145,16 +129,14 @@ fn handshake_seq_variant() {
 
 #[test]
 fn handshake_ready_variant_without_reconnect_seq() {
-    let mut cfg = client_cfg();
-    cfg.features &= !features::RECONNECT_SEQ;
-    let (seq, _, f) = handshake(cfg);
-    assert!(!seq, "without RECONNECT_SEQ the monitor answers READY");
-    assert_eq!(f & features::RECONNECT_SEQ, 0);
-    // And a whole session works that way too.
     let opts = MonClientOptions {
         features: features::PACIFIC_ALL & !features::RECONNECT_SEQ,
         ..Default::default()
     };
+    let (seq, _, f) = handshake(opts.clone());
+    assert!(!seq, "without RECONNECT_SEQ the monitor answers READY");
+    assert_eq!(f & features::RECONNECT_SEQ, 0);
+    // And a whole session works that way too.
     let mut c = MonClient::connect_with(mon().addr, &opts).expect("auth over a READY handshake");
     assert_eq!(c.command(r#"{"prefix":"fsid"}"#).expect("fsid").r, 0);
 }
@@ -263,7 +245,7 @@ fn corrupted_header_crc_makes_the_monitor_drop_us() {
     let reason = c.wait_closed().expect("the monitor closes the connection");
     assert_eq!(reason.initiator, Initiator::Peer);
     assert!(
-        matches!(reason.error, Some(V1Error::UnexpectedEof { .. })),
+        matches!(&reason.error, Error::Transport(m) if m.contains("closed by peer")),
         "{reason:?}"
     );
     // And the client reports it on the next request.
@@ -317,27 +299,19 @@ fn ceph_cli_handshakes_with_our_server() {
             let _ = TcpStream::connect_timeout(&addr, Duration::from_secs(1));
         })
     };
-    let (stream, peer) = listener.accept().expect("accept");
-    let me = EntityAddr::new(AddrType::LEGACY, listener.local_addr().expect("addr"), 0);
-    let conn = V1Connection::server(
-        V1Config::mon_server(me),
-        V1Session::new(),
-        peer,
-        Instant::now(),
-    );
-    let mut s = V1Stream::new(stream, conn);
+    let (stream, _) = listener.accept().expect("accept");
+    let mut s = V1Stream::serve_as_monitor(stream, TIMEOUT).expect("serve");
     let deadline = Instant::now() + TIMEOUT;
     let mut connected = None;
     let mut first = None;
     for _ in 0..20 {
         match s.next_event(deadline, "the ceph CLI's handshake and first message") {
-            Ok(V1Event::Connected {
-                peer_type,
-                features,
-                seq_exchange,
-                ..
-            }) => connected = Some((peer_type, features, seq_exchange)),
-            Ok(V1Event::Message(m)) => {
+            Ok(Event::Accepted { resumed: false }) => {
+                let conn = s.connection();
+                let info = conn.link_info().expect("the link");
+                connected = Some((conn.peer().ty, info.features, info.seq_exchange));
+            }
+            Ok(Event::Message(m)) => {
                 first = Some(m);
                 break;
             }
@@ -357,7 +331,7 @@ fn ceph_cli_handshakes_with_our_server() {
     let _ = child.wait();
     drop(watchdog);
     let (peer_type, f, seq) = connected.expect("handshake completed");
-    assert_eq!(peer_type, Some(EntityType::CLIENT));
+    assert_eq!(peer_type, EntityType::CLIENT);
     assert_eq!(
         f,
         features::PACIFIC_ALL,

@@ -372,9 +372,51 @@ fn protocol_md_v1_vectors_match_the_code_and_the_capture() {
 fn our_machines_consume_the_captured_streams_in_any_split() {
     use std::time::Instant;
 
-    use simplemsgr::proto::v1::{V1Config, V1Connection, V1Event, V1Session};
-    use simplemsgr::wire::types::{AddrType, EntityName, EntityType};
+    use std::sync::Arc;
 
+    use bytes::BytesMut;
+    use simplemsgr::crypto::SeededRng;
+    use simplemsgr::proto::accept::Decision;
+    use simplemsgr::proto::v1::V1SessionConn;
+    use simplemsgr::proto::{Event, Policy, PolicyTable, ProtoConfig};
+    use simplemsgr::wire::types::{AddrType, AddrVec, EntityName, EntityType};
+
+    /// Feed `stream` to `m` on link 1 in pieces of `chunk`, deciding accept requests
+    /// `New`; return the types of the messages it delivered.
+    fn feed(m: &mut V1SessionConn, stream: &[u8], chunk: usize, now: Instant) -> Vec<u16> {
+        let mut buf = BytesMut::new();
+        let mut types = Vec::new();
+        for piece in stream.chunks(chunk) {
+            buf.extend_from_slice(piece);
+            // Input waits (in `buf`) while a decision is pending: feed it again after one.
+            for _ in 0..2 {
+                m.handle_input(1, &mut buf, now);
+                let mut decided = false;
+                while let Some(e) = m.poll_event() {
+                    match e {
+                        Event::AcceptRequest(_) => {
+                            m.decide_accept(Decision::New, now);
+                            decided = true;
+                        }
+                        Event::Message(msg) => types.push(msg.ty),
+                        _ => {}
+                    }
+                }
+                if !decided {
+                    break;
+                }
+            }
+        }
+        types
+    }
+
+    let config = |name: EntityName, addr: EntityAddr, policy: Policy| {
+        let mut c = ProtoConfig::new(name, AddrVec(vec![addr]));
+        c.features_supported = features::PACIFIC_ALL;
+        c.keepalive_interval = None;
+        c.policies = PolicyTable::new(policy);
+        Arc::new(c)
+    };
     let packets = read_packets(&capture()).expect("pcapng reads");
     let segs = tcp_segments(&packets).expect("TCP segments");
     let c2s = reassemble(&segs, 55044, MON_PORT).expect("stream");
@@ -387,43 +429,35 @@ fn our_machines_consume_the_captured_streams_in_any_split() {
     let now = Instant::now();
     for chunk in [1usize, 3, 7, 64, 1500] {
         let me = EntityAddr::new(AddrType::LEGACY, "127.0.0.1:6789".parse().unwrap(), 0);
-        let mut server = V1Connection::server(
-            V1Config::mon_server(me),
-            V1Session::new(),
+        let mut server = V1SessionConn::incoming(
+            config(
+                EntityName::new(EntityType::MON, 0),
+                me,
+                Policy::stateless_server(),
+            ),
+            Box::new(SeededRng::new(2)),
+            1,
             "127.0.0.1:55044".parse().unwrap(),
             now,
         );
-        for piece in c2s.chunks(chunk) {
-            server.handle_input(piece, now);
-        }
-        let evs: Vec<V1Event> = std::iter::from_fn(|| server.poll_event()).collect();
-        let types: Vec<u16> = evs
-            .iter()
-            .filter_map(|e| match e {
-                V1Event::Message(m) => Some(m.ty),
-                _ => None,
-            })
-            .collect();
-        assert!(server.is_open(), "chunk {chunk}: {evs:?}");
+        let types = feed(&mut server, &c2s, chunk, now);
+        assert!(server.is_connected(), "chunk {chunk}: {server:?}");
         assert_eq!(types, want_c, "chunk {chunk}");
 
-        let mut client = V1Connection::client(
-            V1Config::mon_client(EntityName::new(EntityType::CLIENT, u64::MAX)),
-            V1Session::new(),
+        let mut client = V1SessionConn::outgoing(
+            config(
+                EntityName::new(EntityType::CLIENT, u64::MAX),
+                EntityAddr::blank(AddrType::LEGACY, 0),
+                Policy::lossy_client(),
+            ),
+            Box::new(SeededRng::new(1)),
+            me,
+            EntityType::MON,
             now,
         );
-        for piece in s2c.chunks(chunk) {
-            client.handle_input(piece, now);
-        }
-        let evs: Vec<V1Event> = std::iter::from_fn(|| client.poll_event()).collect();
-        let types: Vec<u16> = evs
-            .iter()
-            .filter_map(|e| match e {
-                V1Event::Message(m) => Some(m.ty),
-                _ => None,
-            })
-            .collect();
-        assert!(client.is_open(), "chunk {chunk}: {evs:?}");
+        client.start_link(1, now);
+        let types = feed(&mut client, &s2c, chunk, now);
+        assert!(client.is_connected(), "chunk {chunk}: {client:?}");
         assert_eq!(types, want_s, "chunk {chunk}");
     }
 }

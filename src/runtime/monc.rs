@@ -1,28 +1,37 @@
 //! A small blocking monitor client over the legacy v1 protocol.
 //!
-//! [`MonClient`] opens a TCP connection, drives [`V1Connection`] (the sans-IO machine)
-//! with socket reads bounded by read timeouts (no sleeping, no polling), authenticates
-//! with `auth none`, learns the cluster fsid from the monitor's MonMap and then runs
+//! [`MonClient`] opens a TCP connection, drives a [`V1SessionConn`] (the sans-IO v1
+//! session machine the messenger uses, here with a lossy client policy) with socket
+//! reads bounded by read timeouts (no sleeping, no polling), authenticates with
+//! `auth none`, learns the cluster fsid from the monitor's MonMap and then runs
 //! commands (`{"prefix":"status"}` …), version queries and keepalive round trips.
 //!
-//! [`V1Stream`] is the reusable part: one socket plus one machine, turned into a
-//! blocking "next event before this deadline" call. Tests use it for the server role.
+//! [`V1Stream`] is the reusable part: one socket plus one machine on one link, turned
+//! into a blocking "next event before this deadline" call. Tests use it for the server
+//! role too ([`V1Stream::serve_as_monitor`]).
 
 use std::collections::VecDeque;
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::BytesMut;
 use log::debug;
 
+use crate::crypto::SystemRng;
 use crate::mon::{
     auth_protocol, AuthName, Fsid, MAuth, MAuthReply, MMonCommand, MMonCommandAck, MMonGetMap,
     MMonGetVersion, MMonGetVersionReply, MMonMap, MonMessage, PaxosHeader,
 };
-use crate::proto::v1::{CloseReason, V1Config, V1Connection, V1Error, V1Event, V1Session};
+use crate::proto::accept::Decision;
+use crate::proto::v1::V1SessionConn;
+use crate::proto::{Error, Event, Initiator, LinkId, Policy, PolicyTable, ProtoConfig};
 use crate::wire::message::Message;
-use crate::wire::types::{EntityName, EntityType};
+use crate::wire::transmit::Transmit;
+use crate::wire::types::{AddrType, AddrVec, EntityAddr, EntityName, EntityType};
+use crate::wire::v1::{features, protocol};
 use crate::wire::DecodeError;
 
 /// Why a monitor operation failed.
@@ -117,8 +126,10 @@ impl fmt::Display for MonError {
                 )
             }
             MonError::Connection(reason) => match &reason.error {
-                Some(e) => write!(f, "monitor connection failed: {e}"),
-                None => write!(f, "monitor connection closed ({:?})", reason.initiator),
+                Error::MarkedDown => {
+                    write!(f, "monitor connection closed ({:?})", reason.initiator)
+                }
+                e => write!(f, "monitor connection failed: {e}"),
             },
             MonError::Decode { what, err } => {
                 write!(f, "cannot decode {what} from the monitor: {err}")
@@ -145,10 +156,8 @@ impl std::error::Error for MonError {}
 impl From<CloseReason> for MonError {
     fn from(reason: CloseReason) -> Self {
         match reason.error {
-            Some(V1Error::MissingFeatures { missing, .. }) => {
-                MonError::FeaturesRequired { missing }
-            }
-            Some(V1Error::BadProtocolVersion { ours, theirs }) => {
+            Error::MissingFeatures { missing } => MonError::FeaturesRequired { missing },
+            Error::BadProtocolVersion { ours, theirs } => {
                 MonError::ProtocolVersion { ours, theirs }
             }
             _ => MonError::Connection(reason),
@@ -156,30 +165,145 @@ impl From<CloseReason> for MonError {
     }
 }
 
-/// One socket driving one v1 machine, with blocking "next event" calls bounded by a deadline.
-#[derive(Debug)]
-pub struct V1Stream {
-    stream: TcpStream,
-    conn: V1Connection,
-    closed: Option<CloseReason>,
+/// Why and by whom a monitor connection ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloseReason {
+    /// Who ended it.
+    pub initiator: Initiator,
+    /// Why ([`Error::MarkedDown`] after [`MonClient::close`]).
+    pub error: Error,
 }
+
+/// The one link of a [`V1Stream`].
+const LINK: LinkId = 1;
 
 /// Read buffer size.
 const READ_CHUNK: usize = 64 * 1024;
 
+/// Monitor connections have no idle timeout (a monitor client may sit idle between
+/// commands); this stands for "never" without overflowing an `Instant`.
+const NO_IDLE_TIMEOUT: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+/// One socket driving one v1 session machine on one link, with blocking "next event"
+/// calls bounded by a deadline. The stream never reconnects: when the link closes,
+/// [`Event::LinkClosed`] is returned once and later calls fail with its reason.
+#[derive(Debug)]
+pub struct V1Stream {
+    stream: TcpStream,
+    conn: V1SessionConn,
+    link: LinkId,
+    /// Bytes read but not yet consumed by the machine.
+    inbuf: BytesMut,
+    out: Transmit,
+    closed: Option<CloseReason>,
+}
+
 impl V1Stream {
-    /// Wrap a connected socket and a fresh machine (of either role).
-    pub fn new(stream: TcpStream, conn: V1Connection) -> Self {
+    /// Wrap a connected socket and a machine: an outgoing session (no link yet) gets its
+    /// link started here; an incoming one keeps the link it was made with.
+    pub fn new(stream: TcpStream, mut conn: V1SessionConn) -> Self {
+        let link = match conn.link_id() {
+            Some(l) => l,
+            None => {
+                conn.start_link(LINK, Instant::now());
+                LINK
+            }
+        };
         V1Stream {
             stream,
             conn,
+            link,
+            inbuf: BytesMut::new(),
+            out: Transmit::new(),
             closed: None,
         }
     }
 
-    /// The machine, e.g. to queue messages or keepalives.
-    pub fn connection(&mut self) -> &mut V1Connection {
+    /// Connect to the monitor at `addr` (its v1 address) as `opts.name` with a lossy
+    /// client session offering `opts.features` and `opts.protocol_version`; the
+    /// handshake runs in the first [`next_event`](Self::next_event) calls and must
+    /// finish within `opts.timeout`.
+    pub fn connect_to_monitor(
+        addr: SocketAddr,
+        opts: &MonClientOptions,
+    ) -> Result<V1Stream, MonError> {
+        let auth_name: AuthName = opts.name.parse().map_err(MonError::InvalidName)?;
+        let stream = TcpStream::connect_timeout(&addr, opts.timeout)
+            .map_err(|err| MonError::Connect { addr, err })?;
+        let _ = stream.set_nodelay(true);
+        // Like the CLI: a random-ish nonce tells this client instance apart. Our address
+        // is blank: we advertise the IP the monitor saw, port 0, and this nonce.
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let nonce = std::process::id().rotate_left(16) ^ t.subsec_nanos();
+        let name = EntityName::new(EntityType(auth_name.ty as u8), u64::MAX);
+        let mut cfg = ProtoConfig::new(
+            name,
+            AddrVec(vec![EntityAddr::blank(AddrType::LEGACY, nonce)]),
+        );
+        cfg.features_supported = opts.features;
+        cfg.handshake_timeout = opts.timeout;
+        cfg.keepalive_interval = None;
+        cfg.idle_timeout = NO_IDLE_TIMEOUT;
+        cfg.policies = PolicyTable::new(Policy::lossy_client());
+        let mut conn = V1SessionConn::outgoing(
+            Arc::new(cfg),
+            Box::new(SystemRng::new()),
+            EntityAddr::new(AddrType::LEGACY, addr, 0),
+            EntityType::MON,
+            Instant::now(),
+        );
+        conn.set_protocol_version(opts.protocol_version);
+        conn.advertise_learned_addr();
+        Ok(V1Stream::new(stream, conn))
+    }
+
+    /// Serve one accepted connection the way a monitor serves a client: as `mon.0` on
+    /// the socket's local address, Pacific's features, a stateless (lossy) server
+    /// policy, every connect a new session; the handshake must finish within
+    /// `handshake_timeout`.
+    pub fn serve_as_monitor(
+        stream: TcpStream,
+        handshake_timeout: Duration,
+    ) -> Result<V1Stream, MonError> {
+        let io = |what, err| MonError::Io { what, err };
+        let me = stream
+            .local_addr()
+            .map_err(|e| io("reading the local address", e))?;
+        let peer = stream
+            .peer_addr()
+            .map_err(|e| io("reading the peer address", e))?;
+        let mut cfg = ProtoConfig::new(
+            EntityName::new(EntityType::MON, 0),
+            AddrVec(vec![EntityAddr::new(AddrType::LEGACY, me, 0)]),
+        );
+        cfg.features_supported = features::PACIFIC_ALL;
+        cfg.handshake_timeout = handshake_timeout;
+        cfg.keepalive_interval = None;
+        cfg.idle_timeout = NO_IDLE_TIMEOUT;
+        cfg.policies = PolicyTable::new(Policy::stateless_server());
+        let conn = V1SessionConn::incoming(
+            Arc::new(cfg),
+            Box::new(SystemRng::new()),
+            LINK,
+            peer,
+            Instant::now(),
+        );
+        Ok(V1Stream::new(stream, conn))
+    }
+
+    /// The machine, e.g. to queue keepalives or change the name.
+    pub fn connection(&mut self) -> &mut V1SessionConn {
         &mut self.conn
+    }
+
+    /// Queue a message; it goes out once the handshake is done. A message for a closed
+    /// session is dropped: the next wait reports why the session closed.
+    pub fn send(&mut self, msg: Message) {
+        if self.conn.send(msg).is_err() {
+            debug!("monc: dropping a message: the session is closed");
+        }
     }
 
     /// Write bytes to the socket as-is, bypassing the machine (fault injection in tests).
@@ -190,11 +314,19 @@ impl V1Stream {
         })
     }
 
-    /// Send everything the machine has queued.
+    /// Send everything the machine has queued (including a closed link's last bytes).
     pub fn flush(&mut self) -> Result<(), MonError> {
-        let mut out = Vec::new();
-        if self.conn.poll_transmit(&mut out) {
-            if let Err(err) = self.stream.write_all(&out) {
+        // Bounded: each round writes what the machine had; it runs dry.
+        for _ in 0..1024 {
+            if !self
+                .conn
+                .poll_transmit(self.link, Instant::now(), &mut self.out)
+            {
+                break;
+            }
+            let bytes = self.out.to_vec();
+            self.out.clear();
+            if let Err(err) = self.stream.write_all(&bytes) {
                 // A peer that already closed: report what the machine knows once it reads EOF.
                 debug!("monc: write failed: {err}");
                 if self.closed.is_none() {
@@ -203,32 +335,76 @@ impl V1Stream {
                         err,
                     });
                 }
+                break;
             }
         }
         Ok(())
     }
 
     /// The next event, reading from the socket as needed until `deadline`.
-    /// A [`V1Event::Closed`] is returned once; later calls fail with the same reason.
-    pub fn next_event(
+    /// [`Event::LinkClosed`] is returned once; later calls fail with the same reason.
+    /// An accept request (server role) is answered "new session" here.
+    pub fn next_event(&mut self, deadline: Instant, what: &'static str) -> Result<Event, MonError> {
+        // Bounded by the deadline: every round reads or times out.
+        loop {
+            if let Some(ev) = self.next_event_until(deadline, what, |_| false)? {
+                return Ok(ev);
+            }
+        }
+    }
+
+    /// Like [`next_event`](Self::next_event), but returns `Ok(None)` as soon as `done`
+    /// holds for the machine (e.g. a keepalive was acknowledged), events first.
+    pub fn next_event_until(
         &mut self,
         deadline: Instant,
         what: &'static str,
-    ) -> Result<V1Event, MonError> {
+        done: impl Fn(&V1SessionConn) -> bool,
+    ) -> Result<Option<Event>, MonError> {
         let started = Instant::now();
         let mut buf = vec![0u8; READ_CHUNK];
         loop {
-            if let Some(ev) = self.conn.poll_event() {
-                self.flush()?;
-                if let V1Event::Closed(reason) = &ev {
-                    self.closed = Some(reason.clone());
+            while let Some(ev) = self.conn.poll_event() {
+                match ev {
+                    // The stream's one link was started at creation; it never reconnects.
+                    Event::ReconnectDue => {}
+                    Event::AcceptRequest(_) => {
+                        let now = Instant::now();
+                        self.conn.decide_accept(Decision::New, now);
+                        // Bytes that came behind the connect waited for the decision.
+                        if !self.inbuf.is_empty() {
+                            self.conn.handle_input(self.link, &mut self.inbuf, now);
+                        }
+                    }
+                    Event::LinkClosed {
+                        link,
+                        error,
+                        initiator,
+                    } => {
+                        self.closed = Some(CloseReason {
+                            initiator,
+                            error: error.clone(),
+                        });
+                        self.flush()?;
+                        return Ok(Some(Event::LinkClosed {
+                            link,
+                            error,
+                            initiator,
+                        }));
+                    }
+                    ev => {
+                        self.flush()?;
+                        return Ok(Some(ev));
+                    }
                 }
-                return Ok(ev);
+            }
+            self.flush()?;
+            if done(&self.conn) {
+                return Ok(None);
             }
             if let Some(reason) = &self.closed {
                 return Err(reason.clone().into());
             }
-            self.flush()?;
             let now = Instant::now();
             if now >= deadline {
                 return Err(MonError::Timeout {
@@ -253,8 +429,12 @@ impl V1Stream {
                     err,
                 })?;
             match self.stream.read(&mut buf) {
-                Ok(0) => self.conn.handle_eof(),
-                Ok(n) => self.conn.handle_input(&buf[..n], Instant::now()),
+                Ok(0) => self.peer_gone("connection closed by peer".into()),
+                Ok(n) => {
+                    self.inbuf.extend_from_slice(&buf[..n]);
+                    self.conn
+                        .handle_input(self.link, &mut self.inbuf, Instant::now());
+                }
                 Err(e)
                     if matches!(
                         e.kind(),
@@ -271,7 +451,7 @@ impl V1Stream {
                     ) =>
                 {
                     debug!("monc: {e}");
-                    self.conn.handle_eof();
+                    self.peer_gone(format!("connection closed by peer: {e}"));
                 }
                 Err(err) => {
                     return Err(MonError::Io {
@@ -281,6 +461,11 @@ impl V1Stream {
                 }
             }
         }
+    }
+
+    fn peer_gone(&mut self, why: String) {
+        self.conn
+            .link_failed(self.link, Error::Transport(why), Instant::now());
     }
 
     /// Shut the socket down (both directions).
@@ -315,12 +500,11 @@ pub struct MonClientOptions {
 
 impl Default for MonClientOptions {
     fn default() -> Self {
-        let cfg = V1Config::mon_client(EntityName::new(EntityType::CLIENT, u64::MAX));
         MonClientOptions {
             name: "client.admin".into(),
             timeout: Duration::from_secs(10),
-            features: cfg.features,
-            protocol_version: cfg.protocol_version,
+            features: features::PACIFIC_ALL,
+            protocol_version: protocol::MONC,
         }
     }
 }
@@ -356,22 +540,8 @@ impl MonClient {
     pub fn connect_with(addr: SocketAddr, opts: &MonClientOptions) -> Result<MonClient, MonError> {
         let auth_name: AuthName = opts.name.parse().map_err(MonError::InvalidName)?;
         let deadline = Instant::now() + opts.timeout;
-        let stream = TcpStream::connect_timeout(&addr, opts.timeout)
-            .map_err(|err| MonError::Connect { addr, err })?;
-        let _ = stream.set_nodelay(true);
-        let mut cfg =
-            V1Config::mon_client(EntityName::new(EntityType(auth_name.ty as u8), u64::MAX));
-        cfg.features = opts.features;
-        cfg.protocol_version = opts.protocol_version;
-        cfg.handshake_timeout = opts.timeout;
-        // Like the CLI: a random-ish nonce tells this client instance apart.
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        cfg.my_addr.nonce = std::process::id().rotate_left(16) ^ t.subsec_nanos();
-        let mut conn = V1Connection::client(cfg, V1Session::new(), Instant::now());
-        conn.send(MAuth::auth_none(auth_name.clone()).to_message());
-        let io = V1Stream::new(stream, conn);
+        let mut io = V1Stream::connect_to_monitor(addr, opts)?;
+        io.send(MAuth::auth_none(auth_name.clone()).to_message());
         let mut client = MonClient {
             io,
             timeout: opts.timeout,
@@ -387,10 +557,12 @@ impl MonClient {
                 .io
                 .next_event(deadline, "the monitor's handshake and MAuthReply")?
             {
-                V1Event::Connected { features, .. } => client.features = features,
-                V1Event::Message(m) if m.ty == MAuthReply::TYPE => break decode(&m, "MAuthReply")?,
-                V1Event::Message(m) => client.stray.push_back(m),
-                V1Event::Closed(reason) => return Err(reason.into()),
+                Event::Connected { .. } => client.features = client.io.conn.peer().features,
+                Event::Message(m) if m.ty == MAuthReply::TYPE => break decode(&m, "MAuthReply")?,
+                Event::Message(m) => client.stray.push_back(m),
+                Event::LinkClosed {
+                    error, initiator, ..
+                } => return Err(CloseReason { initiator, error }.into()),
                 _ => {}
             }
         };
@@ -407,7 +579,7 @@ impl MonClient {
             reply.global_id,
         ));
         // The monitor pushes its map after auth (we sent epoch 0); ask as well, in case.
-        client.io.connection().send(MMonGetMap.to_message());
+        client.io.send(MMonGetMap.to_message());
         let map =
             client.wait_message(deadline, "the monitor's MonMap", |m| m.ty == MMonMap::TYPE)?;
         let summary = decode::<MMonMap>(&map, "MMonMap")?
@@ -448,7 +620,7 @@ impl MonClient {
             fsid: self.fsid,
             cmd: vec![cmd_json.to_string()],
         };
-        self.io.connection().send(cmd.to_message().with_tid(tid));
+        self.io.send(cmd.to_message().with_tid(tid));
         let deadline = Instant::now() + self.timeout;
         let m = self.wait_message(deadline, "the monitor's MMonCommandAck", |m| {
             m.ty == MMonCommandAck::TYPE && m.tid == tid
@@ -464,7 +636,7 @@ impl MonClient {
     /// The newest and oldest versions of a map (`osdmap`, `monmap`, `mdsmap`).
     pub fn get_version(&mut self, what: &str) -> Result<(u64, u64), MonError> {
         let handle = self.take_tid();
-        self.io.connection().send(
+        self.io.send(
             MMonGetVersion {
                 handle,
                 what: what.to_string(),
@@ -483,17 +655,20 @@ impl MonClient {
     /// Send a KEEPALIVE2 and wait for its echo; returns the round-trip time.
     pub fn keepalive_round_trip(&mut self) -> Result<Duration, MonError> {
         let start = Instant::now();
-        self.io.connection().send_keepalive(start);
+        self.io.connection().send_keepalive();
         let deadline = start + self.timeout;
+        let acked = |c: &V1SessionConn| c.last_keepalive_ack().is_some_and(|t| t >= start);
         loop {
             match self
                 .io
-                .next_event(deadline, "the monitor's KEEPALIVE2_ACK")?
+                .next_event_until(deadline, "the monitor's KEEPALIVE2_ACK", acked)?
             {
-                V1Event::KeepaliveAck { .. } => return Ok(start.elapsed()),
-                V1Event::Message(m) => self.absorb(m),
-                V1Event::Closed(reason) => return Err(reason.into()),
-                _ => {}
+                None => return Ok(start.elapsed()),
+                Some(Event::Message(m)) => self.absorb(m),
+                Some(Event::LinkClosed {
+                    error, initiator, ..
+                }) => return Err(CloseReason { initiator, error }.into()),
+                Some(_) => {}
             }
         }
     }
@@ -504,8 +679,10 @@ impl MonClient {
         let deadline = Instant::now() + self.timeout;
         loop {
             match self.io.next_event(deadline, "the connection to close") {
-                Ok(V1Event::Closed(reason)) => return Ok(reason),
-                Ok(V1Event::Message(m)) => self.absorb(m),
+                Ok(Event::LinkClosed {
+                    error, initiator, ..
+                }) => return Ok(CloseReason { initiator, error }),
+                Ok(Event::Message(m)) => self.absorb(m),
                 Ok(_) => {}
                 Err(MonError::Connection(reason)) => return Ok(reason),
                 Err(e) => return Err(e),
@@ -520,7 +697,7 @@ impl MonClient {
 
     /// Close the connection (sends CLOSE).
     pub fn close(mut self) {
-        self.io.connection().close();
+        self.io.connection().mark_down(Instant::now());
         let _ = self.io.flush();
         self.io.shutdown();
     }
@@ -558,9 +735,11 @@ impl MonClient {
         }
         loop {
             match self.io.next_event(deadline, what)? {
-                V1Event::Message(m) if want(&m) => return Ok(m),
-                V1Event::Message(m) => self.absorb(m),
-                V1Event::Closed(reason) => return Err(reason.into()),
+                Event::Message(m) if want(&m) => return Ok(m),
+                Event::Message(m) => self.absorb(m),
+                Event::LinkClosed {
+                    error, initiator, ..
+                } => return Err(CloseReason { initiator, error }.into()),
                 _ => {}
             }
         }
@@ -577,8 +756,6 @@ mod tests {
 
     use super::*;
     use crate::mon::{MMonCommand, MMonMap};
-    use crate::proto::v1::V1Config;
-    use crate::wire::types::{AddrType, EntityAddr};
     use crate::wire::WriteLe;
 
     /// A scripted monitor: our own server machine answering with `answer`, for one client.
@@ -586,24 +763,19 @@ mod tests {
         let l = TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = l.local_addr().expect("addr");
         std::thread::spawn(move || {
-            let Ok((stream, peer)) = l.accept() else {
+            let Ok((stream, _)) = l.accept() else {
                 return;
             };
-            let me = EntityAddr::new(AddrType::LEGACY, addr, 0);
-            let conn = V1Connection::server(
-                V1Config::mon_server(me),
-                V1Session::new(),
-                peer,
-                Instant::now(),
-            );
-            let mut s = V1Stream::new(stream, conn);
+            let Ok(mut s) = V1Stream::serve_as_monitor(stream, Duration::from_secs(10)) else {
+                return;
+            };
             let deadline = Instant::now() + Duration::from_secs(10);
             // Bounded: at most 50 events or the deadline.
             for _ in 0..50 {
                 match s.next_event(deadline, "client") {
-                    Ok(V1Event::Message(m)) => {
+                    Ok(Event::Message(m)) => {
                         for reply in answer(&m) {
-                            s.connection().send(reply);
+                            s.send(reply);
                         }
                         let _ = s.flush();
                     }
@@ -688,6 +860,130 @@ mod tests {
         let r = c.command(r#"{"prefix":"health"}"#).expect("reply");
         assert_eq!((r.r, r.output.as_slice()), (0, &b"HEALTH_OK"[..]));
         c.keepalive_round_trip().expect("keepalive");
+    }
+
+    #[test]
+    fn a_wrong_protocol_version_is_a_typed_badprotover_error() {
+        let addr = fake_mon(|_| vec![]);
+        let opts = MonClientOptions {
+            protocol_version: 24,
+            timeout: Duration::from_secs(5),
+            ..Default::default()
+        };
+        let e = MonClient::connect_with(addr, &opts).expect_err("refused");
+        assert!(
+            matches!(
+                e,
+                MonError::ProtocolVersion {
+                    ours: 24,
+                    theirs: 15
+                }
+            ),
+            "{e}"
+        );
+        assert!(e.to_string().contains("BADPROTOVER"), "{e}");
+    }
+
+    #[test]
+    fn a_silent_monitor_times_out_the_handshake() {
+        // Accepts and never answers: the handshake timeout (the options' timeout) fires.
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = l.local_addr().expect("addr");
+        let holder = std::thread::spawn(move || l.accept().map(|(s, _)| s));
+        let opts = MonClientOptions {
+            timeout: Duration::from_millis(300),
+            ..Default::default()
+        };
+        let t = Instant::now();
+        let e = MonClient::connect_with(addr, &opts).expect_err("times out");
+        assert!(t.elapsed() < Duration::from_secs(5));
+        assert!(
+            matches!(
+                &e,
+                MonError::Timeout { .. }
+                    | MonError::Connection(CloseReason {
+                        error: Error::HandshakeTimeout,
+                        initiator: Initiator::Local,
+                    })
+            ),
+            "{e}"
+        );
+        drop(holder.join());
+    }
+
+    #[test]
+    fn close_sends_close_and_a_dropped_monitor_is_reported() {
+        let fsid = Fsid([7; 16]);
+        let auth_ok = move |m: &Message| {
+            if m.ty != MAuth::TYPE {
+                return vec![];
+            }
+            let r = MAuthReply {
+                protocol: 1,
+                result: 0,
+                global_id: 5,
+                result_bl: vec![],
+                result_msg: String::new(),
+            };
+            vec![r.to_message(), monmap(fsid)]
+        };
+        // A monitor that authenticates us, then hangs up if `hang_up`, else waits for
+        // the link to close and returns how.
+        let serve = move |hang_up: bool| {
+            let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+            let addr = l.local_addr().expect("addr");
+            let mon = std::thread::spawn(move || {
+                let (stream, _) = l.accept().expect("accept");
+                let mut s =
+                    V1Stream::serve_as_monitor(stream, Duration::from_secs(10)).expect("serve");
+                let deadline = Instant::now() + Duration::from_secs(10);
+                for _ in 0..50 {
+                    match s.next_event(deadline, "client") {
+                        Ok(Event::Message(m)) => {
+                            for reply in auth_ok(&m) {
+                                s.send(reply);
+                            }
+                            s.flush().expect("flush");
+                            if hang_up && m.ty == MMonGetMap::TYPE {
+                                s.shutdown();
+                                return None;
+                            }
+                        }
+                        Ok(Event::LinkClosed {
+                            error, initiator, ..
+                        }) => return Some((error, initiator)),
+                        Ok(_) => {}
+                        Err(_) => return None,
+                    }
+                }
+                None
+            });
+            (addr, mon)
+        };
+        // Our CLOSE ends the monitor side's link as initiated by the peer.
+        let (addr, mon) = serve(false);
+        let c = MonClient::connect(addr, "client.admin", Duration::from_secs(5)).expect("connect");
+        assert_eq!((c.fsid(), c.global_id()), (fsid, 5));
+        c.close();
+        let (error, initiator) = mon.join().expect("mon thread").expect("closed");
+        assert_eq!(initiator, Initiator::Peer);
+        assert!(
+            matches!(&error, Error::Transport(m) if m.contains("CLOSE")),
+            "{error}"
+        );
+        // A monitor that goes away: the client reads EOF and says so.
+        let (addr, mon) = serve(true);
+        let mut c =
+            MonClient::connect(addr, "client.admin", Duration::from_secs(5)).expect("connect");
+        assert!(mon.join().expect("mon thread").is_none());
+        let reason = c.wait_closed().expect("closed");
+        assert_eq!(reason.initiator, Initiator::Peer);
+        assert!(
+            matches!(&reason.error, Error::Transport(m) if m.contains("closed by peer")),
+            "{reason:?}"
+        );
+        let e = c.keepalive_round_trip().expect_err("closed");
+        assert!(e.to_string().contains("closed by peer"), "{e}");
     }
 
     #[test]

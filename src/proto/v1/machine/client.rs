@@ -13,13 +13,22 @@ impl V1SessionConn {
             "[{}] v1 hello: server {server}, we are {seen}",
             self.core.peer.addr
         );
-        // Our own address: the one we listen on, or (unbound) blank with our nonce, so
-        // the server keys our session by nonce.
-        let mine = legacy(my_addr(&self.core.cfg));
+        // Our own address: the one we listen on or, unbound, blank with our nonce (the
+        // messenger keys such a session by nonce), or if asked the IP the server saw
+        // with our port and nonce (Ceph's learned address).
+        let mut mine = legacy(my_addr(&self.core.cfg));
+        if mine.is_blank() && self.learn_addr {
+            if let Some(sa) = seen.addr {
+                let port = mine.addr.map_or(0, |a| a.port());
+                mine.addr = Some(SocketAddr::new(sa.ip(), port));
+            }
+        }
         let mut b = Vec::with_capacity(136);
         mine.encode_legacy(&mut b);
         if let Some(link) = &mut self.link {
             link.out.push_copy(&b);
+            link.peer_addr = Some(server);
+            link.addr_seen = Some(seen);
         }
         self.client_send_connect();
         Ok(())
@@ -35,7 +44,7 @@ impl V1SessionConn {
             host_type: u32::from(self.core.cfg.name.ty.0),
             global_seq: self.core.session.global_seq as u32,
             connect_seq: self.core.session.connect_seq as u32,
-            protocol_version: protocol_version_for(self.core.cfg.name.ty, self.core.peer.ty, true),
+            protocol_version: self.protocol_version(self.core.peer.ty, true),
             authorizer_protocol: 0,
             flags: if self.core.policy.lossy {
                 CONNECT_FLAG_LOSSY
@@ -95,7 +104,7 @@ impl V1SessionConn {
                 missing: reply.features & !self.our_features(),
             }),
             Tag::BADPROTOVER => Err(Error::BadProtocolVersion {
-                ours: protocol_version_for(self.core.cfg.name.ty, self.core.peer.ty, true),
+                ours: self.protocol_version(self.core.peer.ty, true),
                 theirs: reply.protocol_version,
             }),
             Tag::BADAUTHORIZER => Err(Error::Auth(crate::auth::AuthError::Malformed(
@@ -144,6 +153,7 @@ impl V1SessionConn {
             let mut b = Vec::with_capacity(8);
             b.put_le64(in_seq);
             l.out.push_copy(&b);
+            l.seq_exchange = true;
             l.reply.take()
         });
         if let Some(reply) = reply {

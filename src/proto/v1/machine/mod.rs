@@ -54,7 +54,7 @@ use crate::proto::msgr2::{Peer, Role, State};
 use crate::proto::session::{Incoming, Session};
 use crate::proto::ProtoConfig;
 use crate::wire::transmit::Transmit;
-use crate::wire::types::{AddrType, AddrVec, EntityAddr, EntityType, Timespec};
+use crate::wire::types::{AddrType, AddrVec, EntityAddr, EntityName, EntityType, Timespec};
 use crate::wire::v1::banner::{encode_server_hello, read_banner, read_server_hello};
 use crate::wire::v1::frame::{footer_flags, MsgHeader, HEADER_LEN};
 use crate::wire::v1::{
@@ -134,6 +134,12 @@ struct V1Link {
     /// Client: the reply whose SEQ trailer we wait for.
     reply: Option<ConnectReply>,
     retries: u32,
+    /// Client: our address as the server saw it (its hello).
+    addr_seen: Option<EntityAddr>,
+    /// The handshake ended with the SEQ exchange.
+    seq_exchange: bool,
+    /// The owner asked for a keepalive ([`V1SessionConn::send_keepalive`]).
+    keepalive_requested: bool,
 }
 
 impl V1Link {
@@ -158,6 +164,9 @@ impl V1Link {
             pending: None,
             reply: None,
             retries: 0,
+            addr_seen: None,
+            seq_exchange: false,
+            keepalive_requested: false,
         }
     }
 
@@ -245,11 +254,31 @@ pub fn protocol_version_for(my_type: EntityType, peer_type: EntityType, connecti
     }
 }
 
+/// What the current link's v1 handshake exchanged ([`V1SessionConn::link_info`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct V1LinkInfo {
+    /// The address the peer advertised: the server's (from its hello) as the client,
+    /// the client's (before its `connect`) as the server.
+    pub peer_addr: Option<EntityAddr>,
+    /// Client: our address as the server saw it (from its hello). Server: `None`.
+    pub addr_seen: Option<EntityAddr>,
+    /// Negotiated features (ours & theirs); 0 until the connect exchange is done.
+    pub features: u64,
+    /// The handshake ended with the SEQ exchange (both sides have RECONNECT_SEQ).
+    pub seq_exchange: bool,
+    /// The handshake is complete and messages flow.
+    pub open: bool,
+}
+
 /// One v1 session. The call contract is that of [`crate::proto::msgr2::Connection`].
 pub struct V1SessionConn {
     /// The state every session has, whatever its protocol (shared with msgr2).
     core: SessionCore,
     link: Option<V1Link>,
+    /// The protocol version to send and require instead of Ceph's per-type value.
+    protocol_version: Option<u32>,
+    /// Client: advertise the IP the server saw when our address is blank.
+    learn_addr: bool,
 }
 
 impl V1SessionConn {
@@ -274,6 +303,8 @@ impl V1SessionConn {
         V1SessionConn {
             core: SessionCore::outgoing(cfg, rng, peer, now),
             link: None,
+            protocol_version: None,
+            learn_addr: false,
         }
     }
 
@@ -295,6 +326,8 @@ impl V1SessionConn {
         V1SessionConn {
             core: SessionCore::incoming(cfg, rng, now),
             link: Some(link),
+            protocol_version: None,
+            learn_addr: false,
         }
     }
 
@@ -384,6 +417,38 @@ impl V1SessionConn {
     /// v1 has no auth-method negotiation: ignored.
     pub fn set_preferred_method(&mut self, _method: Option<u32>) {}
 
+    /// Send and require protocol version `version` instead of the one Ceph uses between
+    /// the two entity types ([`protocol_version_for`]); a peer that disagrees answers,
+    /// or is answered, BADPROTOVER.
+    pub fn set_protocol_version(&mut self, version: u32) {
+        self.protocol_version = Some(version);
+    }
+
+    /// Client: when our address is blank (unbound), advertise the IP the server saw
+    /// (from its hello) with port 0 and our nonce, as Ceph's own clients do, instead of
+    /// the blank address. Off by default: the messenger keys an unbound peer's session
+    /// by nonce only while its address is blank.
+    pub fn advertise_learned_addr(&mut self) {
+        self.learn_addr = true;
+    }
+
+    /// Put `name` in `header.src` of the messages sent from now on (a monitor client
+    /// learns its number from the monitor's MAuthReply). The type should stay the same:
+    /// the peer already knows it from `connect`.
+    pub fn set_my_name(&mut self, name: EntityName) {
+        Arc::make_mut(&mut self.core.cfg).name = name;
+    }
+
+    /// Send a keepalive on the current link, now or as soon as its handshake completes:
+    /// KEEPALIVE2 stamped with the time since this session was made (its echo sets
+    /// [`V1SessionConn::last_keepalive_ack`]), or KEEPALIVE if the peer lacks
+    /// KEEPALIVE2. Without a link there is nothing to keep alive: ignored.
+    pub fn send_keepalive(&mut self) {
+        if let Some(link) = &mut self.link {
+            link.keepalive_requested = true;
+        }
+    }
+
     // ----- outputs ------------------------------------------------------------
 
     /// Bytes to write on `link_id`; `out` must be empty.
@@ -421,6 +486,17 @@ impl V1SessionConn {
         self.link.as_ref().map(|l| l.id)
     }
 
+    /// What the current link's handshake exchanged so far, if there is a link.
+    pub fn link_info(&self) -> Option<V1LinkInfo> {
+        self.link.as_ref().map(|l| V1LinkInfo {
+            peer_addr: l.peer_addr,
+            addr_seen: l.addr_seen,
+            features: l.features,
+            seq_exchange: l.seq_exchange,
+            open: l.is_open(),
+        })
+    }
+
     /// True if the link `id` is current and has bytes or messages to send.
     pub fn wants_transmit(&self, id: LinkId) -> bool {
         self.core.has_farewell(id)
@@ -430,7 +506,8 @@ impl V1SessionConn {
                         || (l.is_open()
                             && (self.core.session.has_outgoing()
                                 || (self.core.session.ack_pending() && !self.core.session.lossy)
-                                || l.keepalive_ack_due.is_some())))
+                                || l.keepalive_ack_due.is_some()
+                                || l.keepalive_requested)))
             })
     }
 
@@ -681,6 +758,14 @@ impl V1SessionConn {
 
     // ----- internals: output and faults --------------------------------------
 
+    /// The protocol version we send and require.
+    pub(super) fn protocol_version(&self, peer_type: EntityType, connecting: bool) -> u32 {
+        self.protocol_version.unwrap_or_else(|| {
+            let (mine, peer) = (self.core.cfg.name.ty, peer_type);
+            protocol_version_for(mine, peer, connecting)
+        })
+    }
+
     fn v1_limits(&self) -> Limits {
         Limits {
             max_front_len: self.core.cfg.limits.max_front,
@@ -697,18 +782,22 @@ impl V1SessionConn {
         if let Some(stamp) = link.keepalive_ack_due.take() {
             link.push_frame(&Frame::Keepalive2Ack(stamp));
         }
-        if let Some(iv) = self.core.cfg.keepalive_interval {
-            if now >= link.last_keepalive_tx + iv {
-                link.last_keepalive_tx = now;
-                let f = if link.features & features::MSGR_KEEPALIVE2 != 0 {
-                    Frame::Keepalive2(Timespec::from_duration(
-                        now.saturating_duration_since(self.core.epoch),
-                    ))
-                } else {
-                    Frame::Keepalive
-                };
-                link.push_frame(&f);
-            }
+        let periodic = self
+            .core
+            .cfg
+            .keepalive_interval
+            .is_some_and(|iv| now >= link.last_keepalive_tx + iv);
+        if periodic || link.keepalive_requested {
+            link.keepalive_requested = false;
+            link.last_keepalive_tx = now;
+            let f = if link.features & features::MSGR_KEEPALIVE2 != 0 {
+                Frame::Keepalive2(Timespec::from_duration(
+                    now.saturating_duration_since(self.core.epoch),
+                ))
+            } else {
+                Frame::Keepalive
+            };
+            link.push_frame(&f);
         }
         let budget = self.core.cfg.max_batch_bytes;
         let with_sig = link.with_sig();

@@ -7,7 +7,7 @@ impl V1SessionConn {
     pub(super) fn server_on_connect(&mut self, c: ConnectMsg) -> Result<(), Error> {
         let peer_type = EntityType(c.host_type.min(255) as u8);
         let policy = self.core.cfg.policies.get(peer_type);
-        let ours = protocol_version_for(self.core.cfg.name.ty, peer_type, false);
+        let ours = self.protocol_version(peer_type, false);
         let mut reply = ConnectReply {
             tag: Tag::READY,
             features: self.our_features(),
@@ -162,6 +162,7 @@ impl V1SessionConn {
             let mut b = Vec::with_capacity(8);
             b.put_le64(in_seq);
             link.out.push_copy(&b);
+            link.seq_exchange = true;
             link.phase = Phase::ExpectPeerSeq;
         } else {
             self.server_open(now);
