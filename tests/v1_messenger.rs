@@ -309,3 +309,50 @@ fn v1_synthetic_fault_test_exactly_once_in_order() {
         m.shutdown();
     }
 }
+
+/// Ceph's clients advertise the IP the server saw with port 0 and their own nonce, so
+/// every client on one host shows the same address: the server must tell them apart by
+/// nonce, not take the second for a restart of the first.
+#[test]
+fn unbound_clients_on_one_host_get_sessions_of_their_own() {
+    use simplemsgr::proto::Event as ProtoEvent;
+    use simplemsgr::runtime::monc::{MonClientOptions, V1Stream};
+    common::init_log();
+    let srv = server_with("mon.0", Policy::stateless_server(), 0, Arc::new(Echo));
+    let addr = srv.listen_addr().unwrap();
+    let opts = MonClientOptions::default();
+    let open = |s: &mut V1Stream| {
+        let end = Instant::now() + T;
+        loop {
+            match s.next_event(end, "handshake").unwrap() {
+                ProtoEvent::Connected { .. } => return,
+                _ => continue,
+            }
+        }
+    };
+    let echo = |s: &mut V1Stream, i: u32| {
+        s.send(msg(i, 40));
+        let end = Instant::now() + T;
+        loop {
+            match s.next_event(end, "echo").unwrap() {
+                ProtoEvent::Message(m) => return index(&m),
+                _ => continue,
+            }
+        }
+    };
+    let mut a = V1Stream::connect_to_monitor(addr, &opts).unwrap();
+    open(&mut a);
+    assert_eq!(echo(&mut a, 1), 1);
+    let mut b = V1Stream::connect_to_monitor(addr, &opts).unwrap();
+    open(&mut b);
+    let (la, lb) = (a.connection().link_info(), b.connection().link_info());
+    let (la, lb) = (la.unwrap(), lb.unwrap());
+    // Both advertised 127.0.0.1:0 (what the server saw, port 0) with different nonces.
+    let seen = |i: &simplemsgr::proto::v1::V1LinkInfo| i.addr_seen.and_then(|a| a.addr);
+    assert_eq!(seen(&la).map(|a| a.ip()), seen(&lb).map(|a| a.ip()));
+    assert_eq!(echo(&mut b, 2), 2);
+    // The first client's session survived the second's handshake.
+    assert_eq!(echo(&mut a, 3), 3);
+    assert_eq!(echo(&mut b, 4), 4);
+    srv.shutdown();
+}

@@ -43,20 +43,23 @@ use super::stats::{ConnState as StatsConnState, RefuseReason};
 use super::transport::{self, Transport};
 use super::{Config, Dispatcher, Error, FaultInjector, Stats, StatsSnapshot, Throttle};
 
-/// How sessions are keyed: a bound peer by its IP and port, an unbound client by
+/// How sessions are keyed: a bound peer by its IP and port (so that our outgoing
+/// session to it and its incoming one meet: connection races), an unbound client by
 /// its instance nonce.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SessionKey {
     /// A peer with a listening address.
     Addr(SocketAddr),
-    /// A client without one.
+    /// A client without one: a blank address, or the IP it learned with port 0, as
+    /// Ceph's clients advertise themselves (every such client on one host shares the
+    /// IP, and only the nonce tells them apart).
     Anon(u32),
 }
 
 /// The session-table key of an address.
 pub fn session_key(a: &EntityAddr) -> SessionKey {
     match a.addr {
-        Some(sa) if !a.is_blank() => SessionKey::Addr(sa),
+        Some(sa) if !a.is_blank() && sa.port() != 0 => SessionKey::Addr(sa),
         _ => SessionKey::Anon(a.nonce),
     }
 }
@@ -696,5 +699,30 @@ fn admit(inner: &Arc<Inner>, stream: TcpStream, peer: SocketAddr) -> Option<(Slo
             inner.admission.note_refusal(&inner.stats, Some(peer), &r);
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(s: &str, nonce: u32) -> EntityAddr {
+        EntityAddr::new(AddrType::LEGACY, s.parse().unwrap(), nonce)
+    }
+
+    #[test]
+    fn unbound_clients_are_told_apart_by_nonce() {
+        // Two ceph CLIs on one host: learned IP, port 0, their own nonces.
+        let a = session_key(&addr("127.0.0.1:0", 17));
+        let b = session_key(&addr("127.0.0.1:0", 18));
+        assert_eq!(a, SessionKey::Anon(17));
+        assert_ne!(a, b);
+        // Blank addresses likewise.
+        assert_eq!(session_key(&addr("0.0.0.0:0", 5)), SessionKey::Anon(5));
+        // A listening peer is keyed by where it listens, whatever its nonce, so our
+        // outgoing session to it (nonce unknown) and its incoming one meet.
+        let l = "127.0.0.1:6800".parse().unwrap();
+        assert_eq!(session_key(&addr("127.0.0.1:6800", 9)), SessionKey::Addr(l));
+        assert_eq!(session_key(&addr("127.0.0.1:6800", 0)), SessionKey::Addr(l));
     }
 }
