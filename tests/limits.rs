@@ -253,6 +253,8 @@ fn stalled_handshakes_do_not_lock_out_a_legitimate_client() {
     let srv = echo_server(Config {
         handshake_timeout: timeout,
         max_handshaking: MAX_HS,
+        // Deadlines alone here (eviction is the next test's subject).
+        handshake_evict_after: Duration::ZERO,
         ..Config::default()
     });
     let addr = srv.listen_addr().unwrap();
@@ -312,6 +314,73 @@ fn stalled_handshakes_do_not_lock_out_a_legitimate_client() {
     // And the legitimate client keeps working.
     c.send(msg(43, 100)).unwrap();
     assert_eq!(recv_messages(&ev, 1, T), vec![43]);
+    cli.shutdown();
+    srv.shutdown();
+}
+
+/// Slowloris that reopens every connection the moment it is cut: with the handshake
+/// deadline at 60 s, only eviction (`ms_handshake_evict_after`) lets a legitimate client
+/// in. Bounded: the attacker runs until the test ends or 20 s pass.
+#[test]
+fn a_persistent_slowloris_is_evicted_for_a_legitimate_client() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    common::init_log();
+    const MAX_HS: usize = 8;
+    let srv = echo_server(Config {
+        handshake_timeout: Duration::from_secs(60),
+        max_handshaking: MAX_HS,
+        handshake_evict_after: Duration::from_millis(300),
+        ..Config::default()
+    });
+    let addr = srv.listen_addr().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let attacker = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut held: Vec<TcpStream> = (0..MAX_HS)
+                .map(|_| TcpStream::connect_timeout(&addr, T).unwrap())
+                .collect();
+            let mut reopened = 0u64;
+            let end = Instant::now() + Duration::from_secs(20);
+            while !stop.load(Ordering::Acquire) && Instant::now() < end {
+                for s in held.iter_mut() {
+                    // Cut (EOF or reset): take the slot again at once.
+                    if probe(s, Duration::from_millis(1)).is_some() {
+                        if let Ok(n) = TcpStream::connect_timeout(&addr, T) {
+                            *s = n;
+                            reopened += 1;
+                        }
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            reopened
+        })
+    };
+    assert!(eventually(T, || srv.stats().handshaking == MAX_HS as u64));
+    // Let the attacker's handshakes age past the eviction bound.
+    std::thread::sleep(Duration::from_millis(400));
+    let (cli, ev) = client(1);
+    let started = Instant::now();
+    let c = cli.connect(addr, EntityType::OSD).unwrap();
+    c.send(msg(42, 100)).unwrap();
+    let got = recv_messages(&ev, 1, Duration::from_secs(8));
+    let took = started.elapsed();
+    assert_eq!(got, vec![42], "no echo after {took:?} with the table held");
+    let evicted = |s: &simplemsgr::runtime::StatsSnapshot| {
+        s.refused
+            .iter()
+            .find(|(r, _)| r.name() == "handshake_evicted")
+            .map_or(0, |(_, n)| *n)
+    };
+    assert!(evicted(&srv.stats()) >= 1);
+    // The attacker keeps reopening; the established client keeps working.
+    std::thread::sleep(Duration::from_millis(400));
+    c.send(msg(43, 100)).unwrap();
+    assert_eq!(recv_messages(&ev, 1, T), vec![43]);
+    stop.store(true, Ordering::Release);
+    let reopened = attacker.join().unwrap();
+    assert!(reopened >= 1, "the attacker never saw a cut");
     cli.shutdown();
     srv.shutdown();
 }

@@ -28,6 +28,7 @@
 //! | `ms_chunked_notsent_lowat` | [`Config::chunked_notsent_lowat`] | 16 KiB (0 = off) | simplemsgr |
 //! | `ms_max_connections` (`auto` = derived) | [`Config::max_connections`] | auto | simplemsgr |
 //! | `ms_max_handshaking` | [`Config::max_handshaking`] | 256 | simplemsgr |
+//! | `ms_handshake_evict_after` | [`Config::handshake_evict_after`] | 2 s (0 = never) | simplemsgr |
 //! | `ms_max_connections_per_ip` | [`Config::max_connections_per_ip`] | 0 = unlimited | simplemsgr |
 //! | `ms_inject_socket_failures` | [`FaultConfig::socket_failures`] | 0 = off | Ceph |
 //! | `ms_inject_delay_max` | [`FaultConfig::delay_max`] | 1 s | Ceph |
@@ -170,6 +171,11 @@ pub struct Config {
     pub max_connections: Option<usize>,
     /// Most connections in handshake at once (`ms_max_handshaking`).
     pub max_handshaking: usize,
+    /// With all `ms_max_handshaking` slots taken, a new connection takes the slot of the
+    /// oldest handshake that has run longer than this, which is cut
+    /// (`ms_handshake_evict_after`; zero = never, refuse instead). Peers that open
+    /// connections and never finish them then cannot keep others out.
+    pub handshake_evict_after: Duration,
     /// Most connections from one peer IP (`ms_max_connections_per_ip`); 0 = unlimited.
     pub max_connections_per_ip: usize,
     /// Fault injection.
@@ -205,6 +211,7 @@ impl Default for Config {
             chunked_notsent_lowat: 16 * KIB as usize,
             max_connections: None,
             max_handshaking: 256,
+            handshake_evict_after: Duration::from_secs(2),
             max_connections_per_ip: 0,
             fault: FaultConfig::default(),
         }
@@ -279,6 +286,7 @@ pub const KEYS: &[&str] = &[
     "ms_chunked_notsent_lowat",
     "ms_max_connections",
     "ms_max_handshaking",
+    "ms_handshake_evict_after",
     "ms_max_connections_per_ip",
     "ms_inject_socket_failures",
     "ms_inject_delay_max",
@@ -351,6 +359,7 @@ impl Config {
                 }
             }
             "ms_max_handshaking" => self.max_handshaking = to_usize(k, parse_u64(k, v)?)?,
+            "ms_handshake_evict_after" => self.handshake_evict_after = parse_secs(k, v)?,
             "ms_max_connections_per_ip" => {
                 self.max_connections_per_ip = to_usize(k, parse_u64(k, v)?)?
             }

@@ -549,6 +549,11 @@ impl Messenger {
         let mut s = self.inner.stats.snapshot();
         s.throttle_waits += self.inner.dispatch_throttle.stats().waits;
         s.faults_injected += self.inner.faults.socket_failures() + self.inner.faults.delays();
+        for (why, n) in s.refused.iter_mut() {
+            if *why == RefuseReason::HandshakeEvicted {
+                *n += self.inner.admission.evicted();
+            }
+        }
         s
     }
 
@@ -692,7 +697,9 @@ fn serve_incoming(
 /// Admission control for an accepted socket, before any thread is spawned: over a
 /// limit, the socket is closed at once, the refusal counted and (rate-limited) logged.
 fn admit(inner: &Arc<Inner>, stream: TcpStream, peer: SocketAddr) -> Option<(Slot, TcpStream)> {
-    match inner.admission.admit_incoming(peer) {
+    // A second handle on the socket lets a later arrival cut this handshake if it stalls.
+    let handle = stream.try_clone().ok();
+    match inner.admission.admit_incoming(peer, handle, Instant::now()) {
         Ok(t) => Some((t, stream)),
         Err(r) => {
             drop(stream);

@@ -36,11 +36,14 @@ pub enum RefuseReason {
     Protocol,
     /// The messenger is shutting down.
     Shutdown,
+    /// The handshake table was full and this handshake, older than
+    /// `ms_handshake_evict_after`, gave its slot to a new connection.
+    HandshakeEvicted,
 }
 
 impl RefuseReason {
     /// Every reason, in display order.
-    pub const ALL: [RefuseReason; 7] = [
+    pub const ALL: [RefuseReason; 8] = [
         RefuseReason::MaxConnections,
         RefuseReason::MaxHandshaking,
         RefuseReason::PerIpLimit,
@@ -48,6 +51,7 @@ impl RefuseReason {
         RefuseReason::Auth,
         RefuseReason::Protocol,
         RefuseReason::Shutdown,
+        RefuseReason::HandshakeEvicted,
     ];
 
     /// A short snake_case name.
@@ -60,6 +64,7 @@ impl RefuseReason {
             RefuseReason::Auth => "auth",
             RefuseReason::Protocol => "protocol",
             RefuseReason::Shutdown => "shutdown",
+            RefuseReason::HandshakeEvicted => "handshake_evicted",
         }
     }
 
@@ -251,6 +256,7 @@ fn refused_label(r: RefuseReason) -> &'static str {
         RefuseReason::Auth => "refused_auth",
         RefuseReason::Protocol => "refused_protocol",
         RefuseReason::Shutdown => "refused_shutdown",
+        RefuseReason::HandshakeEvicted => "refused_handshake_evicted",
     }
 }
 
