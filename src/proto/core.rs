@@ -214,15 +214,19 @@ pub(crate) struct LinkClock {
 
 impl SessionCore {
     /// The earliest deadline of a link: the handshake timeout while it is not open,
-    /// then the idle timeout and the next keepalive.
-    pub(crate) fn link_deadline(&self, link: LinkClock) -> Instant {
+    /// then the idle timeout and the next keepalive (`None` if it has neither).
+    pub(crate) fn link_deadline(&self, link: LinkClock) -> Option<Instant> {
         if !link.open {
-            return link.started + self.cfg.handshake_timeout;
+            return Some(link.started + self.cfg.handshake_timeout);
         }
-        let idle = link.last_rx + self.cfg.idle_timeout;
-        match self.cfg.keepalive_interval {
-            Some(iv) => idle.min(link.last_keepalive_tx + iv),
-            None => idle,
+        let idle = self.cfg.idle_timeout.map(|t| link.last_rx + t);
+        let keepalive = self
+            .cfg
+            .keepalive_interval
+            .map(|iv| link.last_keepalive_tx + iv);
+        match (idle, keepalive) {
+            (Some(i), Some(k)) => Some(i.min(k)),
+            (i, k) => i.or(k),
         }
     }
 
@@ -231,7 +235,8 @@ impl SessionCore {
         if !link.open {
             (now >= link.started + self.cfg.handshake_timeout).then_some(Error::HandshakeTimeout)
         } else {
-            (now >= link.last_rx + self.cfg.idle_timeout).then_some(Error::IdleTimeout)
+            let t = self.cfg.idle_timeout?;
+            (now >= link.last_rx + t).then_some(Error::IdleTimeout)
         }
     }
 }
@@ -385,7 +390,7 @@ mod tests {
         let mut c = core(State::Connecting, false);
         let mut cfg = (*c.cfg).clone();
         cfg.handshake_timeout = s(5);
-        cfg.idle_timeout = s(60);
+        cfg.idle_timeout = Some(s(60));
         cfg.keepalive_interval = None;
         c.cfg = Arc::new(cfg.clone());
         let mut link = LinkClock {
@@ -395,7 +400,7 @@ mod tests {
             last_keepalive_tx: now,
         };
         // Before the handshake completes only the handshake timeout counts.
-        assert_eq!(c.link_deadline(link), now + s(5));
+        assert_eq!(c.link_deadline(link), Some(now + s(5)));
         assert!(c.link_expired(link, now + s(4)).is_none());
         assert!(matches!(
             c.link_expired(link, now + s(5)),
@@ -404,7 +409,7 @@ mod tests {
         // Then the idle timeout, from the last bytes received.
         link.open = true;
         link.last_rx = now + s(10);
-        assert_eq!(c.link_deadline(link), now + s(70));
+        assert_eq!(c.link_deadline(link), Some(now + s(70)));
         assert!(c.link_expired(link, now + s(69)).is_none());
         assert!(matches!(
             c.link_expired(link, now + s(70)),
@@ -412,8 +417,16 @@ mod tests {
         ));
         // A keepalive due earlier is the deadline.
         cfg.keepalive_interval = Some(s(15));
+        c.cfg = Arc::new(cfg.clone());
+        assert_eq!(c.link_deadline(link), Some(now + s(15)));
+        // Without an idle timeout an open link only keeps alive, or waits forever.
+        cfg.idle_timeout = None;
+        c.cfg = Arc::new(cfg.clone());
+        assert_eq!(c.link_deadline(link), Some(now + s(15)));
+        assert!(c.link_expired(link, now + s(100_000)).is_none());
+        cfg.keepalive_interval = None;
         c.cfg = Arc::new(cfg);
-        assert_eq!(c.link_deadline(link), now + s(15));
+        assert_eq!(c.link_deadline(link), None);
     }
 
     #[test]

@@ -129,8 +129,8 @@ pub struct ProtoConfig {
     pub limits: Limits,
     /// Send KEEPALIVE2 this often on an open link (`None`: never).
     pub keepalive_interval: Option<Duration>,
-    /// Close a link that received nothing for this long.
-    pub idle_timeout: Duration,
+    /// Close a link that received nothing for this long (`None`: never).
+    pub idle_timeout: Option<Duration>,
     /// Close a link whose handshake has not finished after this long.
     pub handshake_timeout: Duration,
     /// First reconnect delay after a failed attempt.
@@ -183,7 +183,7 @@ impl ProtoConfig {
             min_mode: Mode::Plain,
             limits: Limits::default(),
             keepalive_interval: Some(Duration::from_secs(10)),
-            idle_timeout: Duration::from_secs(900),
+            idle_timeout: Some(Duration::from_secs(900)),
             handshake_timeout: Duration::from_secs(30),
             backoff_initial: Duration::from_millis(200),
             backoff_max: Duration::from_secs(15),

@@ -294,7 +294,7 @@ impl MessengerBuilder {
         }
         proto.keepalive_interval =
             (!c.keepalive_interval.is_zero()).then_some(c.keepalive_interval);
-        proto.idle_timeout = c.idle_timeout;
+        proto.idle_timeout = Some(c.idle_timeout);
         proto.standby_timeout = c.standby_timeout;
         proto.handshake_timeout = c.handshake_timeout;
         proto.backoff_initial = c.initial_backoff;

@@ -180,10 +180,6 @@ const LINK: LinkId = 1;
 /// Read buffer size.
 const READ_CHUNK: usize = 64 * 1024;
 
-/// Monitor connections have no idle timeout (a monitor client may sit idle between
-/// commands); this stands for "never" without overflowing an `Instant`.
-const NO_IDLE_TIMEOUT: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
-
 /// One socket driving one v1 session machine on one link, with blocking "next event"
 /// calls bounded by a deadline. The stream never reconnects: when the link closes,
 /// [`Event::LinkClosed`] is returned once and later calls fail with its reason.
@@ -245,7 +241,8 @@ impl V1Stream {
         cfg.features_supported = opts.features;
         cfg.handshake_timeout = opts.timeout;
         cfg.keepalive_interval = None;
-        cfg.idle_timeout = NO_IDLE_TIMEOUT;
+        // A monitor client may sit idle between commands.
+        cfg.idle_timeout = None;
         cfg.policies = PolicyTable::new(Policy::lossy_client());
         let mut conn = V1SessionConn::outgoing(
             Arc::new(cfg),
@@ -281,7 +278,8 @@ impl V1Stream {
         cfg.features_supported = features::PACIFIC_ALL;
         cfg.handshake_timeout = handshake_timeout;
         cfg.keepalive_interval = None;
-        cfg.idle_timeout = NO_IDLE_TIMEOUT;
+        // A monitor client may sit idle between commands.
+        cfg.idle_timeout = None;
         cfg.policies = PolicyTable::new(Policy::stateless_server());
         let conn = V1SessionConn::incoming(
             Arc::new(cfg),

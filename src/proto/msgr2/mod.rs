@@ -269,7 +269,9 @@ impl Connection {
                     consider(t);
                 }
             }
-            consider(self.core.link_deadline(link.clock()));
+            if let Some(t) = self.core.link_deadline(link.clock()) {
+                consider(t);
+            }
         }
         next
     }

@@ -410,7 +410,7 @@ fn idle_link_times_out() {
     );
     let mut a = (*p.ep[0].cfg).clone();
     a.keepalive_interval = None;
-    a.idle_timeout = Duration::from_secs(2);
+    a.idle_timeout = Some(Duration::from_secs(2));
     p.ep[0].cfg = std::sync::Arc::new(a);
     let mut b = (*p.ep[1].cfg).clone();
     b.keepalive_interval = None;

@@ -474,7 +474,9 @@ impl V1SessionConn {
         let mut next = self.core.session_deadline();
         let mut consider = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
         if let Some(link) = &self.link {
-            consider(self.core.link_deadline(link.clock()));
+            if let Some(t) = self.core.link_deadline(link.clock()) {
+                consider(t);
+            }
         }
         next
     }
