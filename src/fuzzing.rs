@@ -476,8 +476,9 @@ pub fn fuzz_keyring(data: &[u8]) {
 
 /// Decode `front` (and `front` again as the data section) as a `T`, with the header
 /// versions `T`'s encoder sets; a decoded value re-encodes (`to_message`) to a message of
-/// its type that decodes to the same value.
-fn mon_round_trip<T>(front: &[u8]) -> Option<T>
+/// its type that decodes to the same value and, if `exact` (no optional trailing fields),
+/// whose front is exactly `front`.
+fn mon_round_trip<T>(front: &[u8], exact: bool) -> Option<T>
 where
     T: crate::mon::MonMessage + PartialEq + std::fmt::Debug,
 {
@@ -492,6 +493,9 @@ where
             let y = T::decode(&again)
                 .unwrap_or_else(|e| panic!("re-encoded {x:?} does not decode: {e}"));
             assert_eq!(y, x, "decode(encode(decode(x))) == decode(x)");
+            if exact {
+                assert_eq!(&again.front[..], front, "{x:?} re-encodes to its bytes");
+            }
             Some(x)
         }
         Err(e) => {
@@ -505,8 +509,9 @@ where
 /// MMonGetMap, MMonMap, MMonCommand, MMonCommandAck, MMonGetVersion, MMonGetVersionReply,
 /// MMonSubscribe), the rest is its front section (and the data section, which only
 /// MMonCommandAck reads). Decoding never panics; decode(encode(decode(x))) == decode(x);
-/// an MAuth's initial request (protocol 0) that decodes re-encodes to exactly its bytes;
-/// an MMonMap's summary never panics.
+/// a type without optional trailing fields (all but MAuth's epoch, MMonGetVersionReply's
+/// oldest version and MMonSubscribe's hostname) re-encodes to exactly its front, and so
+/// does an MAuth's initial request (protocol 0); an MMonMap's summary never panics.
 pub fn fuzz_mon_messages(data: &[u8]) {
     use crate::mon::*;
     let Some((&pick, front)) = data.split_first() else {
@@ -514,7 +519,7 @@ pub fn fuzz_mon_messages(data: &[u8]) {
     };
     match pick % 9 {
         0 => {
-            if let Some(m) = mon_round_trip::<MAuth>(front) {
+            if let Some(m) = mon_round_trip::<MAuth>(front, false) {
                 if m.protocol == auth_protocol::UNKNOWN {
                     if let Ok(req) = AuthInitialRequest::decode(&m.auth_payload) {
                         let mut out = Vec::new();
@@ -524,20 +529,20 @@ pub fn fuzz_mon_messages(data: &[u8]) {
                 }
             }
         }
-        1 => drop(mon_round_trip::<MAuthReply>(front)),
-        2 => drop(mon_round_trip::<MMonGetMap>(front)),
+        1 => drop(mon_round_trip::<MAuthReply>(front, true)),
+        2 => drop(mon_round_trip::<MMonGetMap>(front, true)),
         3 => {
-            if let Some(m) = mon_round_trip::<MMonMap>(front) {
+            if let Some(m) = mon_round_trip::<MMonMap>(front, true) {
                 if let Err(e) = m.summary() {
                     assert!(!e.to_string().is_empty());
                 }
             }
         }
-        4 => drop(mon_round_trip::<MMonCommand>(front)),
-        5 => drop(mon_round_trip::<MMonCommandAck>(front)),
-        6 => drop(mon_round_trip::<MMonGetVersion>(front)),
-        7 => drop(mon_round_trip::<MMonGetVersionReply>(front)),
-        _ => drop(mon_round_trip::<MMonSubscribe>(front)),
+        4 => drop(mon_round_trip::<MMonCommand>(front, true)),
+        5 => drop(mon_round_trip::<MMonCommandAck>(front, true)),
+        6 => drop(mon_round_trip::<MMonGetVersion>(front, true)),
+        7 => drop(mon_round_trip::<MMonGetVersionReply>(front, false)),
+        _ => drop(mon_round_trip::<MMonSubscribe>(front, false)),
     }
 }
 
@@ -661,8 +666,9 @@ pub fn fuzz_auth_secret(data: &[u8]) {
 
 /// `dump::decode_stream` with the protocol detected, forced to msgr2 and forced to v1:
 /// it never panics; the records come in stream order (non-decreasing offsets), each
-/// inside the input, and print (line and JSON) without panicking; on success the summary
-/// counts every record and every byte; on error the offset is within the input and the
+/// inside the input, and print (line and JSON) without panicking; on success the records
+/// tile the input exactly and the summary counts every record and every byte; on error the
+/// offset is within the input, not before the end of the last record reported, and the
 /// error displays.
 pub fn fuzz_dump(data: &[u8]) {
     use crate::dump::{decode_stream, DumpOptions, ProtoChoice};
@@ -674,20 +680,28 @@ pub fn fuzz_dump(data: &[u8]) {
         };
         let mut records = Vec::new();
         let result = decode_stream(data, &opts, &mut |r| records.push(r.clone()));
-        let mut prev = 0;
+        let (mut prev, mut end, mut tiles) = (0, 0, true);
         for r in &records {
             assert!(r.offset >= prev, "records out of order: {records:?}");
             assert!(r.offset + r.len <= len, "record beyond the input: {r:?}");
+            tiles &= r.offset == end;
             prev = r.offset;
+            end = r.offset + r.len;
             assert!(!r.to_line().is_empty() && r.to_json().starts_with('{'));
         }
         match result {
             Ok(summary) => {
+                assert!(tiles && end == len, "records do not tile: {records:?}");
                 assert_eq!(summary.records, records.len());
                 assert_eq!(summary.bytes, len);
             }
             Err(e) => {
                 assert!(e.offset <= len, "error offset {} beyond {len}", e.offset);
+                assert!(
+                    e.offset >= end,
+                    "error at {} inside a record: {records:?}",
+                    e.offset
+                );
                 assert!(!e.to_string().is_empty());
             }
         }

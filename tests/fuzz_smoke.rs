@@ -381,6 +381,50 @@ fn mon_seeds() -> Vec<Vec<u8>> {
         out.push(v);
         out.push(vec![pick as u8]);
     }
+    let real = captured_mon_fronts();
+    assert!(real.len() >= 4, "the capture holds monitor messages");
+    out.extend(real);
+    out
+}
+
+/// The monitor messages of the captured `ceph -s` (real Ceph encodings), selector first.
+fn captured_mon_fronts() -> Vec<Vec<u8>> {
+    use simplemsgr::mon::msg_type as t;
+    use simplemsgr::wire::v1::{Frame, Limits};
+    const ORDER: [u16; 9] = [
+        t::AUTH,
+        t::AUTH_REPLY,
+        t::MON_GET_MAP,
+        t::MON_MAP,
+        t::MON_COMMAND,
+        t::MON_COMMAND_ACK,
+        t::MON_GET_VERSION,
+        t::MON_GET_VERSION_REPLY,
+        t::MON_SUBSCRIBE,
+    ];
+    let limits = Limits::default();
+    let mut out = Vec::new();
+    for stream in v1_seeds().into_iter().filter(|s| s.first() == Some(&0x07)) {
+        for with_sig in [false, true] {
+            let mut rest = &stream[..];
+            let mut found = Vec::new();
+            // Each frame takes at least one byte: bounded by the stream length.
+            while let Ok(Some((frame, used))) = Frame::parse(rest, with_sig, &limits) {
+                if let Frame::Msg(m) = frame {
+                    if let Some(pick) = ORDER.iter().position(|&ty| ty == m.header.ty) {
+                        let mut v = vec![pick as u8];
+                        v.extend_from_slice(&m.front);
+                        found.push(v);
+                    }
+                }
+                rest = &rest[used..];
+            }
+            if rest.is_empty() {
+                out.extend(found);
+                break;
+            }
+        }
+    }
     out
 }
 
@@ -480,23 +524,29 @@ fn dump() {
     run_seeded_for("fuzz_dump", dump_seeds(), fuzzing::fuzz_dump, NEW_MAX_TIME);
 }
 
-/// Seeds for the capture reader: the real v1 capture, a truncated copy, and the same
-/// packets rewritten as pcapng.
+/// Seeds for the capture reader: the real v1 capture and a truncated copy, and (small, so
+/// most inputs are quick) its first packets as pcapng and as pcap with the Ethernet header
+/// replaced by each other link layer `parse_tcp` reads (raw IP, Linux cooked, BSD loopback).
 fn capture_seeds() -> Vec<Vec<u8>> {
+    use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
     use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketBlock;
     use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionBlock;
     use pcap_file::pcapng::PcapNgWriter;
+    use pcap_file::DataLink;
     use simplemsgr::capture::read_packets;
+    const FEW: usize = 12;
     let pcap = fixture("ceph-v1-status.pcap");
     let packets = read_packets(&pcap).expect("the v1 capture fixture");
+    assert!(packets.len() > FEW && packets.iter().all(|p| p.link == DataLink::ETHERNET));
+    let few = &packets[..FEW];
     let mut w = PcapNgWriter::new(Vec::new()).expect("pcapng header");
     w.write_pcapng_block(InterfaceDescriptionBlock {
-        linktype: packets[0].link,
+        linktype: DataLink::ETHERNET,
         snaplen: 0,
         options: vec![],
     })
     .expect("interface block");
-    for p in packets.iter().take(24) {
+    for p in few {
         w.write_pcapng_block(EnhancedPacketBlock {
             interface_id: 0,
             timestamp: p.timestamp,
@@ -507,11 +557,35 @@ fn capture_seeds() -> Vec<Vec<u8>> {
         .expect("packet block");
     }
     let pcapng = w.into_inner();
-    assert_eq!(
-        read_packets(&pcapng).expect("pcapng").len(),
-        packets.len().min(24)
-    );
-    vec![pcap[..pcap.len() * 2 / 3].to_vec(), pcapng, pcap]
+    assert_eq!(read_packets(&pcapng).expect("pcapng").len(), FEW);
+    let mut out = vec![pcap[..pcap.len() * 2 / 3].to_vec(), pcapng];
+    // (link, header before the IPv4 packet)
+    let mut sll = vec![0u8; 14];
+    sll.extend_from_slice(&0x0800u16.to_be_bytes());
+    let links: [(DataLink, Vec<u8>); 4] = [
+        (DataLink::ETHERNET, Vec::new()),
+        (DataLink::RAW, Vec::new()),
+        (DataLink::LINUX_SLL, sll),
+        (DataLink::NULL, 2u32.to_le_bytes().to_vec()),
+    ];
+    for (link, head) in links {
+        let header = PcapHeader {
+            datalink: link,
+            ..PcapHeader::default()
+        };
+        let mut w = PcapWriter::with_header(Vec::new(), header).expect("pcap header");
+        for p in few {
+            let mut data = p.data.clone();
+            if link != DataLink::ETHERNET {
+                data.splice(..14, head.iter().copied());
+            }
+            w.write_packet(&PcapPacket::new(p.timestamp, data.len() as u32, &data))
+                .expect("packet");
+        }
+        out.push(w.into_writer());
+    }
+    out.push(pcap);
+    out
 }
 
 #[test]
