@@ -786,6 +786,29 @@ mod tests {
             fuzz_deframer_plain(garbage);
             fuzz_deframer_signed(garbage);
             fuzz_deframer_encrypted(garbage);
+            fuzz_keyring(garbage);
+            fuzz_mon_messages(garbage);
+            fuzz_auth_secret(garbage);
+            fuzz_dump(garbage);
+            fuzz_capture(garbage);
         }
+    }
+
+    #[test]
+    fn secret_samples_are_a_genuine_exchange_and_split_as_framed() {
+        let [c1, s1, c2] = sample_secret_payloads();
+        assert_eq!((c1.len(), s1.len(), c2.len()), (1 + 4 + 12 + 32, 65, 32));
+        let mut input = vec![c1.len() as u8];
+        input.extend_from_slice(&c1);
+        input.push(c2.len() as u8);
+        input.extend_from_slice(&c2);
+        input.extend_from_slice(&[200, 1, 2]);
+        assert_eq!(
+            split_payloads(&input, 3),
+            vec![&c1[..], &c2[..], &[1, 2][..]]
+        );
+        assert_eq!(split_payloads(&input, 1), vec![&c1[..]]);
+        fuzz_auth_secret(&input);
+        fuzz_auth_secret(&s1);
     }
 }
