@@ -607,7 +607,7 @@ pub fn sample_secret_payloads() -> [Vec<u8>; 3] {
 
 /// The SECRET method fed hostile peer payloads; it must never complete.
 ///
-/// Server (a key store holding [`SECRET_NAME`]'s key): the input is split into up to three
+/// Server (a key store holding `client.admin`'s key): the input is split into up to three
 /// length-prefixed payloads, handed to `handle` in turn. Completing needs a client proof,
 /// HMAC-SHA256 under the key over (among others) the server nonce, which the server draws
 /// from a `SeededRng` with a seed used nowhere else; the input is fixed before that nonce
