@@ -429,6 +429,339 @@ pub fn fuzz_v1_machines(data: &[u8]) {
     }
 }
 
+// ----- keyring, monitor messages, SECRET, dump, capture ------------------------------
+
+/// `Keyring::parse` on the input as (lossy UTF-8) text: it never panics and its errors
+/// display; a parsed keyring's `to_text()` parses again to the same entries (names, keys,
+/// creation times and caps) and `to_text()` of that is a fixed point; every entry is what
+/// the `KeyStore` hands out for its name. `decode_key` on the whole text and on each of its
+/// whitespace-separated words: a decoded key re-encodes (`encode_key`) to a key that decodes
+/// to the same secret and creation time.
+pub fn fuzz_keyring(data: &[u8]) {
+    use crate::auth::keyring::{decode_key, encode_key};
+    use crate::auth::{KeyStore, Keyring};
+    let text = String::from_utf8_lossy(data);
+    match Keyring::parse(&text) {
+        Ok(ring) => {
+            let written = ring.to_text();
+            let again = Keyring::parse(&written)
+                .unwrap_or_else(|e| panic!("to_text() does not parse again: {e}\n{written}"));
+            assert_eq!(ring.len(), again.len());
+            assert_eq!(ring.names().count(), ring.len());
+            assert!(ring.names().eq(again.names()), "same names");
+            for name in ring.names() {
+                let (a, b) = (ring.get(name), again.get(name));
+                let (Some(a), Some(b)) = (a, b) else {
+                    panic!("entry {name:?} lost in to_text()");
+                };
+                assert_eq!(a.name, name);
+                assert_eq!((&a.name, &a.key, a.created), (&b.name, &b.key, b.created));
+                assert_eq!(a.caps, b.caps, "caps of {name:?} survive to_text()");
+                assert_eq!(ring.key_for(name).as_ref(), Some(&a.key));
+            }
+            assert_eq!(again.to_text(), written, "to_text() is a fixed point");
+        }
+        Err(e) => assert!(!e.to_string().is_empty()),
+    }
+    for word in std::iter::once(&*text).chain(text.split_whitespace()) {
+        match decode_key(word) {
+            Ok((secret, created)) => {
+                let back = decode_key(&encode_key(&secret, created));
+                assert_eq!(back, Ok((secret, created)), "a decoded key round-trips");
+            }
+            Err(e) => assert!(!e.to_string().is_empty()),
+        }
+    }
+}
+
+/// Decode `front` (and `front` again as the data section) as a `T`, with the header
+/// versions `T`'s encoder sets; a decoded value re-encodes (`to_message`) to a message of
+/// its type that decodes to the same value and, if `exact` (no optional trailing fields),
+/// whose front is exactly `front`.
+fn mon_round_trip<T>(front: &[u8], exact: bool) -> Option<T>
+where
+    T: crate::mon::MonMessage + PartialEq + std::fmt::Debug,
+{
+    let mut m =
+        crate::wire::message::Message::new(T::TYPE, front.to_vec()).with_data(front.to_vec());
+    m.version = T::VERSION;
+    m.compat_version = T::COMPAT;
+    match T::decode(&m) {
+        Ok(x) => {
+            let again = x.to_message();
+            assert_eq!(again.ty, T::TYPE);
+            let y = T::decode(&again)
+                .unwrap_or_else(|e| panic!("re-encoded {x:?} does not decode: {e}"));
+            assert_eq!(y, x, "decode(encode(decode(x))) == decode(x)");
+            if exact {
+                assert_eq!(&again.front[..], front, "{x:?} re-encodes to its bytes");
+            }
+            Some(x)
+        }
+        Err(e) => {
+            assert!(!e.to_string().is_empty());
+            None
+        }
+    }
+}
+
+/// The monitor messages of `crate::mon`: the first byte picks the type (MAuth, MAuthReply,
+/// MMonGetMap, MMonMap, MMonCommand, MMonCommandAck, MMonGetVersion, MMonGetVersionReply,
+/// MMonSubscribe), the rest is its front section (and the data section, which only
+/// MMonCommandAck reads). Decoding never panics; decode(encode(decode(x))) == decode(x);
+/// a type without optional trailing fields (all but MAuth's epoch, MMonGetVersionReply's
+/// oldest version and MMonSubscribe's hostname) re-encodes to exactly its front, and so
+/// does an MAuth's initial request (protocol 0); an MMonMap's summary never panics.
+pub fn fuzz_mon_messages(data: &[u8]) {
+    use crate::mon::*;
+    let Some((&pick, front)) = data.split_first() else {
+        return;
+    };
+    match pick % 9 {
+        0 => {
+            if let Some(m) = mon_round_trip::<MAuth>(front, false) {
+                if m.protocol == auth_protocol::UNKNOWN {
+                    if let Ok(req) = AuthInitialRequest::decode(&m.auth_payload) {
+                        let mut out = Vec::new();
+                        req.encode(&mut out);
+                        assert_eq!(out, m.auth_payload, "initial request re-encodes exactly");
+                    }
+                }
+            }
+        }
+        1 => drop(mon_round_trip::<MAuthReply>(front, true)),
+        2 => drop(mon_round_trip::<MMonGetMap>(front, true)),
+        3 => {
+            if let Some(m) = mon_round_trip::<MMonMap>(front, true) {
+                if let Err(e) = m.summary() {
+                    assert!(!e.to_string().is_empty());
+                }
+            }
+        }
+        4 => drop(mon_round_trip::<MMonCommand>(front, true)),
+        5 => drop(mon_round_trip::<MMonCommandAck>(front, true)),
+        6 => drop(mon_round_trip::<MMonGetVersion>(front, true)),
+        7 => drop(mon_round_trip::<MMonGetVersionReply>(front, false)),
+        _ => drop(mon_round_trip::<MMonSubscribe>(front, false)),
+    }
+}
+
+/// The auth name and key the SECRET fuzz targets hold.
+const SECRET_NAME: &str = "client.admin";
+const SECRET_KEY: [u8; 16] = [0x42; 16];
+/// RNG seeds of the targets' own nonces; [`sample_secret_payloads`] uses others.
+const SECRET_SERVER_SEED: u64 = 0x5ec0_0001;
+const SECRET_CLIENT_SEED: u64 = 0x5ec0_0002;
+
+/// Split `data` into at most `n` payloads, each a length byte and then that many bytes
+/// (fewer if the input ends first).
+fn split_payloads(mut data: &[u8], n: usize) -> Vec<&[u8]> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        let Some((&len, rest)) = data.split_first() else {
+            break;
+        };
+        let (p, rest) = rest.split_at(usize::from(len).min(rest.len()));
+        out.push(p);
+        data = rest;
+    }
+    out
+}
+
+/// An `AuthError` displays, and its CLOSE text is bounded.
+fn check_auth_error(e: &crate::auth::AuthError) {
+    assert!(!e.to_string().is_empty());
+    assert!(e.close_message().len() <= crate::auth::MAX_CLOSE_MESSAGE_LEN);
+    assert!(matches!(e.close_reason(), 1..=3));
+}
+
+/// One genuine SECRET exchange (client AUTH 1, server AUTH, client AUTH 2) for the key the
+/// SECRET fuzz targets hold, with nonces from other seeds than the targets' own: seeds for
+/// [`fuzz_auth_secret`] that reach each step but cannot complete against the target.
+pub fn sample_secret_payloads() -> [Vec<u8>; 3] {
+    use crate::auth::{ClientAuth, Keyring, Secret, SecretClient, SecretServer, ServerAuth, Step};
+    let key = Secret::new(&SECRET_KEY);
+    let mut ring = Keyring::new();
+    ring.insert(
+        SECRET_NAME,
+        key.clone(),
+        crate::wire::types::Timespec::default(),
+    );
+    let mut server = SecretServer::new(std::sync::Arc::new(ring));
+    let Ok(mut client) = SecretClient::new(SECRET_NAME, key) else {
+        unreachable!("a valid name and a 16-byte key");
+    };
+    let c1 = client.start(&mut SeededRng::new(SECRET_CLIENT_SEED + 100));
+    let s1 = match server.handle(&c1, &mut SeededRng::new(SECRET_SERVER_SEED + 100)) {
+        Ok(Step::Send(p)) => p,
+        other => panic!("genuine client hello: {other:?}"),
+    };
+    let c2 = match client.handle(&s1) {
+        Ok(Step::SendAndDone(p)) => p,
+        other => panic!("genuine server hello: {other:?}"),
+    };
+    assert_eq!(server.handle(&c2, &mut SeededRng::new(0)), Ok(Step::Done));
+    assert_eq!(server.session_key(), client.session_key());
+    [c1, s1, c2]
+}
+
+/// The SECRET method fed hostile peer payloads; it must never complete.
+///
+/// Server (a key store holding `client.admin`'s key): the input is split into up to three
+/// length-prefixed payloads, handed to `handle` in turn. Completing needs a client proof,
+/// HMAC-SHA256 under the key over (among others) the server nonce, which the server draws
+/// from a `SeededRng` with a seed used nowhere else; the input is fixed before that nonce
+/// exists and no seed is computed from it ([`sample_secret_payloads`] proves nonces from
+/// other seeds), so an input that completes would be a forged proof: `Step::Done`,
+/// `session_key()` or `peer_name()` is a bug. Also: the first success is the 65-byte server
+/// hello, every error is a typed `AuthError` that displays, and after an error every
+/// further payload is refused.
+///
+/// Client (`SecretClient::new(SECRET_NAME, key)`, `start` with its own seeded nonce): the
+/// whole input is the server's reply, then again; the server proof must cover the client
+/// nonce, so by the same argument the client never completes (no `session_key()`), and the
+/// second reply is always refused.
+pub fn fuzz_auth_secret(data: &[u8]) {
+    use crate::auth::{AuthError, ClientAuth, Keyring, Secret, SecretClient, SecretServer};
+    use crate::auth::{ServerAuth, Step};
+    let key = Secret::new(&SECRET_KEY);
+    let mut ring = Keyring::new();
+    ring.insert(
+        SECRET_NAME,
+        key.clone(),
+        crate::wire::types::Timespec::default(),
+    );
+    let mut server = SecretServer::new(std::sync::Arc::new(ring));
+    let mut rng = SeededRng::new(SECRET_SERVER_SEED);
+    let mut failed: Option<AuthError> = None;
+    for (i, p) in split_payloads(data, 3).into_iter().enumerate() {
+        match server.handle(p, &mut rng) {
+            Ok(Step::Send(hello)) => {
+                assert!(i == 0 && failed.is_none(), "a server hello only first");
+                assert_eq!(hello.len(), 65);
+                assert_eq!(hello[0], crate::auth::secret::SECRET_VERSION);
+            }
+            Ok(step) => panic!("the SECRET server accepted a forged exchange: {step:?}"),
+            Err(e) => {
+                check_auth_error(&e);
+                failed.get_or_insert(e);
+            }
+        }
+        assert_eq!(server.session_key(), None, "no session key without a proof");
+        assert_eq!(server.peer_name(), None, "no peer name without a proof");
+    }
+    let Ok(mut client) = SecretClient::new(SECRET_NAME, key) else {
+        unreachable!("a valid name and a 16-byte key");
+    };
+    let hello = client.start(&mut SeededRng::new(SECRET_CLIENT_SEED));
+    assert_eq!(hello.first(), Some(&crate::auth::secret::SECRET_VERSION));
+    for _ in 0..2 {
+        match client.handle(data) {
+            Ok(step) => panic!("the SECRET client accepted a forged server proof: {step:?}"),
+            Err(e) => check_auth_error(&e),
+        }
+        assert_eq!(client.session_key(), None);
+    }
+}
+
+/// `dump::decode_stream` with the protocol detected, forced to msgr2 and forced to v1:
+/// it never panics; the records come in stream order (non-decreasing offsets), each
+/// inside the input, and print (line and JSON) without panicking; on success the records
+/// tile the input exactly and the summary counts every record and every byte; on error the
+/// offset is within the input, not before the end of the last record reported, and the
+/// error displays.
+pub fn fuzz_dump(data: &[u8]) {
+    use crate::dump::{decode_stream, DumpOptions, ProtoChoice};
+    let len = data.len() as u64;
+    for proto in [None, Some(ProtoChoice::Msgr2), Some(ProtoChoice::V1)] {
+        let opts = DumpOptions {
+            proto,
+            keylog: None,
+        };
+        let mut records = Vec::new();
+        let result = decode_stream(data, &opts, &mut |r| records.push(r.clone()));
+        let (mut prev, mut end, mut tiles) = (0, 0, true);
+        for r in &records {
+            assert!(r.offset >= prev, "records out of order: {records:?}");
+            assert!(r.offset + r.len <= len, "record beyond the input: {r:?}");
+            tiles &= r.offset == end;
+            prev = r.offset;
+            end = r.offset + r.len;
+            assert!(!r.to_line().is_empty() && r.to_json().starts_with('{'));
+        }
+        match result {
+            Ok(summary) => {
+                assert!(tiles && end == len, "records do not tile: {records:?}");
+                assert_eq!(summary.records, records.len());
+                assert_eq!(summary.bytes, len);
+            }
+            Err(e) => {
+                assert!(e.offset <= len, "error offset {} beyond {len}", e.offset);
+                assert!(
+                    e.offset >= end,
+                    "error at {} inside a record: {records:?}",
+                    e.offset
+                );
+                assert!(!e.to_string().is_empty());
+            }
+        }
+    }
+}
+
+/// `capture::read_packets` on the input as a pcap / pcapng file: it never panics and its
+/// errors display. Of the packets read, `tcp_segments` (and `parse_tcp` packet by packet)
+/// never panic and agree; every segment's payload lies within its packet; `reassemble`
+/// of every direction seen (at most 16) never panics and never yields more bytes than
+/// that direction's payloads hold.
+pub fn fuzz_capture(data: &[u8]) {
+    use crate::capture::{parse_tcp, read_packets, reassemble, tcp_segments, TcpSegment};
+    let packets = match read_packets(data) {
+        Ok(p) => p,
+        Err(e) => {
+            assert!(!e.to_string().is_empty());
+            return;
+        }
+    };
+    let mut segments: Vec<TcpSegment> = Vec::new();
+    let mut first_error = None;
+    for (i, p) in packets.iter().enumerate() {
+        match parse_tcp(i, p) {
+            Ok(Some(s)) => {
+                assert_eq!(s.index, i);
+                assert!(s.payload.len() <= p.data.len());
+                segments.push(s);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                assert!(!e.to_string().is_empty());
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    match (tcp_segments(&packets), first_error) {
+        (Ok(all), None) => assert_eq!(all, segments),
+        (Err(e), Some(first)) => assert_eq!(e, first),
+        (got, first) => panic!("tcp_segments {got:?} disagrees with parse_tcp ({first:?})"),
+    }
+    let mut directions: Vec<(u16, u16)> = segments
+        .iter()
+        .map(|s| (s.src.port(), s.dst.port()))
+        .collect();
+    directions.sort_unstable();
+    directions.dedup();
+    for (src, dst) in directions.into_iter().take(16) {
+        let held: usize = segments
+            .iter()
+            .filter(|s| s.src.port() == src && s.dst.port() == dst)
+            .map(|s| s.payload.len())
+            .sum();
+        match reassemble(&segments, src, dst) {
+            Ok(stream) => assert!(stream.len() <= held),
+            Err(e) => assert!(!e.to_string().is_empty()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -453,6 +786,29 @@ mod tests {
             fuzz_deframer_plain(garbage);
             fuzz_deframer_signed(garbage);
             fuzz_deframer_encrypted(garbage);
+            fuzz_keyring(garbage);
+            fuzz_mon_messages(garbage);
+            fuzz_auth_secret(garbage);
+            fuzz_dump(garbage);
+            fuzz_capture(garbage);
         }
+    }
+
+    #[test]
+    fn secret_samples_are_a_genuine_exchange_and_split_as_framed() {
+        let [c1, s1, c2] = sample_secret_payloads();
+        assert_eq!((c1.len(), s1.len(), c2.len()), (1 + 4 + 12 + 32, 65, 32));
+        let mut input = vec![c1.len() as u8];
+        input.extend_from_slice(&c1);
+        input.push(c2.len() as u8);
+        input.extend_from_slice(&c2);
+        input.extend_from_slice(&[200, 1, 2]);
+        assert_eq!(
+            split_payloads(&input, 3),
+            vec![&c1[..], &c2[..], &[1, 2][..]]
+        );
+        assert_eq!(split_payloads(&input, 1), vec![&c1[..]]);
+        fuzz_auth_secret(&input);
+        fuzz_auth_secret(&s1);
     }
 }

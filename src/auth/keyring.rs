@@ -400,6 +400,10 @@ impl Keyring {
     }
 
     /// The keyring in `ceph-authtool`'s format (tab-indented fields, quoted caps). Contains secrets.
+    ///
+    /// A caps spec holding a `"` cannot be quoted (quoted values have no escapes); it can only
+    /// have come from an unquoted value (trimmed, no comment, no leading quote), so it is
+    /// written unquoted, which parses back to the same spec.
     pub fn to_text(&self) -> String {
         let mut out = String::new();
         for e in self.entries.values() {
@@ -409,7 +413,11 @@ impl Keyring {
                 encode_key(&e.key, e.created)
             ));
             for (service, spec) in &e.caps {
-                out.push_str(&format!("\tcaps {service} = \"{spec}\"\n"));
+                if spec.contains('"') {
+                    out.push_str(&format!("\tcaps {service} = {spec}\n"));
+                } else {
+                    out.push_str(&format!("\tcaps {service} = \"{spec}\"\n"));
+                }
             }
         }
         out
@@ -593,6 +601,27 @@ mod tests {
         );
         let other = Keyring::generate_key(&mut CountingRng(0x41), created);
         assert_ne!(text, other);
+    }
+
+    /// Found by `fuzzing::fuzz_keyring`: an unquoted caps spec holding a `"` was written
+    /// quoted, and the written text no longer parsed.
+    #[test]
+    fn caps_with_a_quote_survive_to_text() {
+        let key = encode_key(&Secret::new(&[7; 16]), Timespec::default());
+        let text = format!("[a]\nkey = {key}\ncaps osd = allow \"x\" rw\ncaps mon = \"allow r\"\n");
+        let ring = Keyring::parse(&text).expect("parses");
+        let written = ring.to_text();
+        let again = Keyring::parse(&written).expect("to_text parses again");
+        let caps = &again.get("a").expect("entry").caps;
+        assert_eq!(
+            caps,
+            &[
+                ("osd".to_string(), "allow \"x\" rw".to_string()),
+                ("mon".to_string(), "allow r".to_string())
+            ]
+        );
+        assert!(written.contains("caps mon = \"allow r\""), "{written}");
+        assert_eq!(again.to_text(), written);
     }
 
     #[test]
