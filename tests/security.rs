@@ -1111,23 +1111,13 @@ fn seven_byte_pieces_change_nothing() {
     p.stop();
 }
 
-/// Big signed messages, written by the relay in odd pieces with pauses between them,
-/// arrive intact on one connection: the server reads the rest of each big frame
-/// straight into its buffer, piece by piece, and verifies it once whole
-/// (docs/PROTOCOL.md §3.4).
-#[test]
-fn big_signed_messages_in_odd_pieces_arrive_intact() {
-    let _g = begin();
-    let split = Split {
-        dir: Some(C2S),
-        max: 100_003,
-        gap: Duration::from_micros(300),
-    };
-    let p = Pair::start(Setup::secret(Mode::Signed, true), Box::new(split));
-    let sizes = [3usize << 20, 1, (1 << 20) + 7, 65_537, 4096, 2 << 20];
+/// Send messages of `sizes` bytes of data (a pattern that depends on `mult` and the index)
+/// and return the indices in the order the server dispatched them, each checked intact.
+/// Bounded: 30 s.
+fn send_big_and_receive(p: &Pair, sizes: &[usize], mult: usize) -> Vec<usize> {
     let data = |i: usize| -> Vec<u8> {
         (0..sizes[i])
-            .map(|j| (j.wrapping_mul(31).wrapping_add(i) % 251) as u8)
+            .map(|j| (j.wrapping_mul(mult).wrapping_add(i) % 251) as u8)
             .collect()
     };
     for i in 0..sizes.len() {
@@ -1147,6 +1137,24 @@ fn big_signed_messages_in_odd_pieces_arrive_intact() {
             Err(_) => panic!("timed out with {got:?}"),
         }
     }
+    got
+}
+
+/// Big signed messages, written by the relay in odd pieces with pauses between them,
+/// arrive intact on one connection: the server reads the rest of each big frame
+/// straight into its buffer, piece by piece, and verifies it once whole
+/// (docs/PROTOCOL.md §3.4).
+#[test]
+fn big_signed_messages_in_odd_pieces_arrive_intact() {
+    let _g = begin();
+    let split = Split {
+        dir: Some(C2S),
+        max: 100_003,
+        gap: Duration::from_micros(300),
+    };
+    let p = Pair::start(Setup::secret(Mode::Signed, true), Box::new(split));
+    let sizes = [3usize << 20, 1, (1 << 20) + 7, 65_537, 4096, 2 << 20];
+    let got = send_big_and_receive(&p, &sizes, 31);
     assert_eq!(got, (0..sizes.len()).collect::<Vec<_>>());
     assert!(
         p.relay.write_sizes(0, C2S).len() > 60,
@@ -1245,28 +1253,7 @@ fn big_secure_messages_survive_a_reconnect_with_replay() {
         BIG,
         BIG + 17,
     ];
-    let data = |i: usize| -> Vec<u8> {
-        (0..sizes[i])
-            .map(|j| (j.wrapping_mul(29).wrapping_add(i) % 251) as u8)
-            .collect()
-    };
-    for i in 0..sizes.len() {
-        p.conn.send(test_msg(i as u32).with_data(data(i))).unwrap();
-    }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut got = Vec::new();
-    while got.len() < sizes.len() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match p.sevents.recv_timeout(left) {
-            Ok(Event::Message(_, m)) => {
-                let i = genuine(&m) as usize;
-                assert!(m.data[..] == data(i)[..], "message {i}: data intact");
-                got.push(i);
-            }
-            Ok(_) => {}
-            Err(_) => panic!("timed out with {got:?}"),
-        }
-    }
+    let got = send_big_and_receive(&p, &sizes, 29);
     assert_eq!(
         got,
         (0..sizes.len()).collect::<Vec<_>>(),
