@@ -18,6 +18,11 @@ fn cfg(name: &str, port: u16, nonce: u32, policy: Policy) -> Arc<ProtoConfig> {
     Arc::new(c)
 }
 
+/// The address the test server (`cfg("osd.0", 6800, 9, …)`) listens on.
+fn server_addr() -> EntityAddr {
+    cfg("osd.0", 6800, 9, Policy::stateful_server()).addrs.0[0]
+}
+
 /// Move every byte `from` has for `link` into `to`.
 fn pump(from: &mut V1SessionConn, to: &mut V1SessionConn, link: LinkId, now: Instant) -> usize {
     let mut t = Transmit::new();
@@ -84,21 +89,27 @@ impl World {
         }
     }
 
+    /// Start a link at the client and the server's machine for it (still deciding
+    /// nothing).
+    fn new_link(&mut self) -> (LinkId, V1SessionConn) {
+        let link = self.next_link;
+        self.next_link += 1;
+        self.client.start_link(link, self.now);
+        let inc = V1SessionConn::incoming(
+            cfg("osd.0", 6800, 9, Policy::stateful_server()),
+            Box::new(SeededRng::new(link)),
+            link,
+            CLIENT_ADDR,
+            self.now,
+        );
+        (link, inc)
+    }
+
     /// Open a link from the client and run the handshake, deciding at the server
     /// as the shell does. Returns the events of the client and the server session.
     fn connect(&mut self) -> (Vec<Event>, Vec<Event>) {
         let now = self.now;
-        let link = self.next_link;
-        self.next_link += 1;
-        self.client.start_link(link, now);
-        let scfg = cfg("osd.0", 6800, 9, Policy::stateful_server());
-        let mut inc = V1SessionConn::incoming(
-            scfg.clone(),
-            Box::new(SeededRng::new(link)),
-            link,
-            CLIENT_ADDR,
-            now,
-        );
+        let (link, mut inc) = self.new_link();
         let (mut cev, mut sev) = (Vec::new(), Vec::new());
         for _ in 0..20 {
             let moved = pump(&mut self.client, &mut inc, link, now)
@@ -112,7 +123,7 @@ impl World {
             );
             if let Some(req) = req {
                 let view = self.server.as_ref().and_then(|s| s.existing_view());
-                let my = scfg.addrs.0[0];
+                let my = server_addr();
                 match decide(view.as_ref(), &req.attempt, &req.peer_addr, &my, true) {
                     Decision::Adopt { reset } => {
                         let h = inc.take_handoff().unwrap();
@@ -246,23 +257,13 @@ fn a_new_session_survives_a_link_lost_during_the_seq_exchange() {
         w.client.send(m(i)).unwrap();
     }
     let now = w.now;
-    let link = w.next_link;
-    w.next_link += 1;
-    w.client.start_link(link, now);
-    let scfg = cfg("osd.0", 6800, 9, Policy::stateful_server());
-    let mut inc = V1SessionConn::incoming(
-        scfg.clone(),
-        Box::new(SeededRng::new(link)),
-        link,
-        CLIENT_ADDR,
-        now,
-    );
+    let (link, mut inc) = w.new_link();
     // Banner, server hello, client address, connect.
     pump(&mut w.client, &mut inc, link, now);
     pump(&mut inc, &mut w.client, link, now);
     pump(&mut w.client, &mut inc, link, now);
     let req = request(&events(&mut inc)).expect("an accept request");
-    let my = scfg.addrs.0[0];
+    let my = server_addr();
     let decision = decide(None, &req.attempt, &req.peer_addr, &my, true);
     assert_eq!(decision, Decision::New);
     inc.decide_accept(decision, now);
