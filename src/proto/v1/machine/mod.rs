@@ -37,6 +37,7 @@
 //! | `tests.rs` | two machines over in-memory links |
 
 mod client;
+mod link;
 mod server;
 
 use core::net::SocketAddr;
@@ -48,7 +49,7 @@ use log::{debug, info, trace, warn};
 
 use crate::crypto::Random;
 use crate::proto::accept::{Attempt, Decision, ExistingState, ExistingView};
-use crate::proto::core::{random_cookie, session_api, LinkClock, SessionCore};
+use crate::proto::core::{random_cookie, session_api, SessionCore};
 use crate::proto::event::{AcceptRequest, Error, Event, Initiator, LinkId};
 use crate::proto::msgr2::{Peer, Role, State};
 use crate::proto::session::{Incoming, Session};
@@ -62,6 +63,8 @@ use crate::wire::v1::{
 };
 use crate::wire::{Codec, DecodeError, Reader, WriteLe};
 
+use link::{Phase, V1Link};
+
 /// The cookie an established v1 session presents to [`crate::proto::accept::decide`]
 /// (v1 has none on the wire; see the module documentation).
 pub const V1_COOKIE: u64 = 0x7631;
@@ -71,160 +74,6 @@ pub const MAX_RETRIES_PER_LINK: u32 = 16;
 
 /// Read-buffer size to ask for when no message is in progress.
 const DEFAULT_READ_HINT: usize = 64 * 1024;
-
-/// What a v1 link waits for next.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    /// Client: banner, server address, our address as seen.
-    ExpectServerHello,
-    /// Client: `connect_reply`.
-    ExpectConnectReply,
-    /// Client: the server's le64 in_seq after a SEQ reply.
-    ExpectSeq,
-    /// Server: the client banner.
-    ExpectBanner,
-    /// Server: the client's address.
-    ExpectClientAddr,
-    /// Server: `connect`.
-    ExpectConnect,
-    /// Server: waiting for the shell's decision.
-    AwaitDecision,
-    /// Server: the client's le64 in_seq after our SEQ reply.
-    ExpectPeerSeq,
-    /// Messages flow.
-    Open,
-}
-
-impl Phase {
-    fn name(self) -> &'static str {
-        match self {
-            Phase::ExpectServerHello => "waiting for the server banner and addresses",
-            Phase::ExpectConnectReply => "waiting for connect_reply",
-            Phase::ExpectSeq => "waiting for the server's in_seq after SEQ",
-            Phase::ExpectBanner => "waiting for the client banner",
-            Phase::ExpectClientAddr => "waiting for the client address",
-            Phase::ExpectConnect => "waiting for connect",
-            Phase::AwaitDecision => "deciding",
-            Phase::ExpectPeerSeq => "waiting for the client's in_seq after SEQ",
-            Phase::Open => "open",
-        }
-    }
-}
-
-/// One v1 transport's protocol state.
-struct V1Link {
-    id: LinkId,
-    role: Role,
-    phase: Phase,
-    inbuf: BytesMut,
-    out: Transmit,
-    started: Instant,
-    last_rx: Instant,
-    last_keepalive_tx: Instant,
-    keepalive_ack_due: Option<Timespec>,
-    /// Negotiated features (ours & theirs), once the connect exchange is done.
-    features: u64,
-    /// Server: the socket's peer address (fills a blank client IP).
-    socket_peer: Option<SocketAddr>,
-    /// Server: the client's advertised address.
-    peer_addr: Option<EntityAddr>,
-    /// Server: the connect being decided.
-    connect: Option<ConnectMsg>,
-    pending: Option<AcceptRequest>,
-    /// Client: the reply whose SEQ trailer we wait for.
-    reply: Option<ConnectReply>,
-    retries: u32,
-    /// Client: our address as the server saw it (its hello).
-    addr_seen: Option<EntityAddr>,
-    /// The handshake ended with the SEQ exchange.
-    seq_exchange: bool,
-    /// The owner asked for a keepalive ([`V1SessionConn::send_keepalive`]).
-    keepalive_requested: bool,
-}
-
-impl V1Link {
-    fn new(id: LinkId, role: Role, now: Instant) -> Self {
-        V1Link {
-            id,
-            role,
-            phase: match role {
-                Role::Client => Phase::ExpectServerHello,
-                Role::Server => Phase::ExpectBanner,
-            },
-            inbuf: BytesMut::new(),
-            out: Transmit::new(),
-            started: now,
-            last_rx: now,
-            last_keepalive_tx: now,
-            keepalive_ack_due: None,
-            features: 0,
-            socket_peer: None,
-            peer_addr: None,
-            connect: None,
-            pending: None,
-            reply: None,
-            retries: 0,
-            addr_seen: None,
-            seq_exchange: false,
-            keepalive_requested: false,
-        }
-    }
-
-    fn clock(&self) -> LinkClock {
-        LinkClock {
-            open: self.is_open(),
-            started: self.started,
-            last_rx: self.last_rx,
-            last_keepalive_tx: self.last_keepalive_tx,
-        }
-    }
-
-    fn is_open(&self) -> bool {
-        self.phase == Phase::Open
-    }
-
-    fn with_sig(&self) -> bool {
-        self.features & features::MSG_AUTH != 0
-    }
-
-    fn push<T: Codec>(&mut self, v: &T) {
-        let mut b = Vec::new();
-        v.encode(&mut b);
-        self.out.push_copy(&b);
-    }
-
-    fn push_frame(&mut self, f: &Frame) {
-        let mut b = Vec::new();
-        f.encode(&mut b);
-        self.out.push_copy(&b);
-    }
-
-    /// A MSG frame without copying the payload sections.
-    fn push_msg(&mut self, raw: &RawMsg) {
-        let mut head = Vec::with_capacity(1 + HEADER_LEN);
-        head.put_u8(Tag::MSG.0);
-        raw.header.encode(&mut head);
-        self.out.push_copy(&head);
-        for section in [&raw.front, &raw.middle, &raw.data] {
-            if !section.is_empty() {
-                self.out.push_shared(section.clone());
-            }
-        }
-        let mut foot = Vec::with_capacity(raw.footer.len());
-        raw.footer.encode(&mut foot);
-        self.out.push_copy(&foot);
-    }
-}
-
-impl std::fmt::Debug for V1Link {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("V1Link")
-            .field("id", &self.id)
-            .field("role", &self.role)
-            .field("phase", &self.phase)
-            .finish_non_exhaustive()
-    }
-}
 
 /// A v1 link handed from an incoming connection to the existing session that adopts it.
 #[derive(Debug)]
