@@ -13,9 +13,9 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
-use pcap_file::pcap::PcapReader;
-use pcap_file::pcapng::{Block, PcapNgReader};
-use pcap_file::DataLink;
+use pcap_file::pcap::PcapParser;
+use pcap_file::pcapng::{Block, PcapNgParser};
+use pcap_file::{DataLink, PcapError};
 
 /// Largest reassembled stream we build (a guard against absurd sequence gaps).
 pub const MAX_STREAM_LEN: u64 = 256 * 1024 * 1024;
@@ -79,17 +79,26 @@ pub struct Packet {
     pub data: Vec<u8>,
 }
 
-/// Read every packet of a pcap or pcapng file held in memory.
+/// Read every packet of a pcap or pcapng file held in memory (parsed in place: no
+/// buffer besides the packets returned).
 pub fn read_packets(file: &[u8]) -> Result<Vec<Packet>, CaptureError> {
     const PCAPNG_MAGIC: [u8; 4] = [0x0a, 0x0d, 0x0d, 0x0a];
-    let fmt_err = |e: pcap_file::PcapError| CaptureError::Format(e.to_string());
+    let fmt_err = |e: PcapError| {
+        CaptureError::Format(match e {
+            // The file ends inside a header or a packet.
+            PcapError::IncompleteBuffer => "unexpected end of file".to_string(),
+            e => e.to_string(),
+        })
+    };
     let mut out = Vec::new();
     if file.starts_with(&PCAPNG_MAGIC) {
-        let mut r = PcapNgReader::new(file).map_err(fmt_err)?;
+        let (mut rest, mut parser) = PcapNgParser::new(file).map_err(fmt_err)?;
         // Interface link types of the current section, by interface id.
         let mut links: Vec<DataLink> = Vec::new();
-        while let Some(block) = r.next_block() {
-            match block.map_err(fmt_err)? {
+        while !rest.is_empty() {
+            let (more, block) = parser.next_block(rest).map_err(fmt_err)?;
+            rest = more;
+            match block {
                 Block::SectionHeader(_) => links.clear(),
                 Block::InterfaceDescription(i) => links.push(i.linktype),
                 Block::EnhancedPacket(p) => {
@@ -116,10 +125,11 @@ pub fn read_packets(file: &[u8]) -> Result<Vec<Packet>, CaptureError> {
             }
         }
     } else {
-        let mut r = PcapReader::new(file).map_err(fmt_err)?;
-        let link = r.header().datalink;
-        while let Some(p) = r.next_packet() {
-            let p = p.map_err(fmt_err)?;
+        let (mut rest, parser) = PcapParser::new(file).map_err(fmt_err)?;
+        let link = parser.header().datalink;
+        while !rest.is_empty() {
+            let (more, p) = parser.next_packet(rest).map_err(fmt_err)?;
+            rest = more;
             out.push(Packet {
                 timestamp: p.timestamp,
                 link,
@@ -397,6 +407,42 @@ mod tests {
             link: DataLink::ETHERNET,
             data: d,
         }
+    }
+
+    #[test]
+    fn a_capture_cut_short_is_a_clear_error() {
+        let file = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/ceph-v1-status.pcap"
+        ))
+        .expect("fixture");
+        let all = read_packets(&file).expect("the whole capture");
+        assert!(all.len() > 10);
+        // Only the section header block (pcapng): no packets, no error.
+        assert_eq!(file[..4], [0x0a, 0x0d, 0x0d, 0x0a]);
+        let shb = u32::from_le_bytes([file[4], file[5], file[6], file[7]]) as usize;
+        assert_eq!(read_packets(&file[..shb]).expect("header only"), vec![]);
+        // A classic pcap file header alone (little-endian, microseconds, Ethernet).
+        let mut pcap = vec![0xd4, 0xc3, 0xb2, 0xa1, 2, 0, 4, 0];
+        pcap.extend_from_slice(&[0; 8]);
+        pcap.extend_from_slice(&65_535u32.to_le_bytes());
+        pcap.extend_from_slice(&1u32.to_le_bytes());
+        assert_eq!(read_packets(&pcap).expect("pcap header only"), vec![]);
+        let e = read_packets(&pcap[..20]).expect_err("pcap header cut short");
+        assert_eq!(
+            e.to_string(),
+            "malformed capture file: unexpected end of file",
+            "{e}"
+        );
+        // Cut inside a packet: the packets before it, then a clear error.
+        let e = read_packets(&file[..file.len() - 3]).expect_err("cut short");
+        assert_eq!(
+            e.to_string(),
+            "malformed capture file: unexpected end of file",
+            "{e}"
+        );
+        // Not a capture at all.
+        assert!(read_packets(b"not a capture file").is_err());
     }
 
     #[test]
