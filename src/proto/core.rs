@@ -19,7 +19,7 @@ use crate::wire::types::{AddrType, AddrVec, EntityAddr, EntityType};
 use super::event::{Error, Event, Initiator, LinkId};
 use super::msgr2::{Peer, SendError, State};
 use super::policy::Policy;
-use super::session::Session;
+use super::session::{Incoming, Session};
 use super::ProtoConfig;
 
 /// The protocol-independent half of a session machine.
@@ -195,6 +195,65 @@ impl SessionCore {
     /// True if link `id` has farewell bytes to write.
     pub(crate) fn has_farewell(&self, id: LinkId) -> bool {
         self.farewell.iter().any(|(l, _)| *l == id)
+    }
+
+    // ----- session rules both protocols apply --------------------------------
+
+    /// The peer answered our resume with a reset (v1 RESETSESSION, msgr2
+    /// RECONNECT_RESET): start a new session with a fresh cookie, keep what was never
+    /// sent, drop (and count) what was sent unacknowledged, report a remote reset.
+    pub(crate) fn peer_reset_our_session(&mut self) {
+        log::info!("[{}] the peer reset our session", self.peer.addr);
+        let cookie = random_cookie(&mut *self.rng);
+        let dropped = self.session.reset_keep_queue(cookie);
+        if dropped > 0 {
+            log::info!(
+                "[{}] {dropped} unacknowledged messages dropped by the reset",
+                self.peer.addr
+            );
+        }
+        self.events.push_back(Event::RemoteReset);
+    }
+
+    /// The accept decision adopts a connection that resets this session (docs/PROTOCOL.md
+    /// §5.2): a fresh cookie, the queue kept; an established session reports the reset
+    /// (lossy: `Reset`; lossless with `resetcheck`: `RemoteReset`).
+    pub(crate) fn reset_for_adopted_link(&mut self) {
+        let was_established = self.session.connect_seq > 0;
+        let cookie = random_cookie(&mut *self.rng);
+        self.session.reset_keep_queue(cookie);
+        if was_established {
+            if self.session.lossy {
+                self.events.push_back(Event::Reset);
+            } else if self.policy.resetcheck {
+                self.events.push_back(Event::RemoteReset);
+            }
+        }
+    }
+
+    /// The sequence check of a received message (§5.1): `Ok(true)` to deliver it,
+    /// `Ok(false)` for a duplicate (dropped), an error for a gap on a lossless session (a
+    /// lossy peer may skip messages).
+    pub(crate) fn check_incoming_seq(&mut self, seq: u64) -> Result<bool, Error> {
+        match self.session.receive(seq) {
+            Incoming::Deliver => Ok(true),
+            Incoming::Duplicate => {
+                log::debug!("[{}] dropping duplicate message seq {seq}", self.peer.addr);
+                Ok(false)
+            }
+            Incoming::Gap { missing_from } => {
+                if !self.session.lossy {
+                    return Err(Error::PeerMisbehaved(
+                        "message sequence gap on a lossless session",
+                    ));
+                }
+                log::debug!(
+                    "[{}] messages {missing_from}..{seq} skipped by a lossy peer",
+                    self.peer.addr
+                );
+                Ok(true)
+            }
+        }
     }
 }
 

@@ -319,16 +319,7 @@ impl Connection {
                 self.client_queue_session_frame()
             }
             Frame::ReconnectReset => {
-                info!("[{}] the peer reset our session", self.core.peer.addr);
-                let cookie = crate::proto::core::random_cookie(&mut *self.core.rng);
-                let dropped = self.core.session.reset_keep_queue(cookie);
-                if dropped > 0 {
-                    info!(
-                        "[{}] {dropped} unacknowledged messages dropped by the reset",
-                        self.core.peer.addr
-                    );
-                }
-                self.core.events.push_back(Event::RemoteReset);
+                self.core.peer_reset_our_session();
                 self.client_queue_session_frame()
             }
             other => Err(Error::UnexpectedFrame {

@@ -14,7 +14,6 @@ use crate::wire::msgr2::{
 };
 
 use super::super::event::{Error, Event};
-use super::super::session::Incoming;
 use super::chunk::{ChunkError, ChunkOutcome, InTransfer, OutTransfer};
 use super::link::Link;
 use super::Connection;
@@ -155,27 +154,8 @@ impl Connection {
 
     /// Sequence check and delivery of a complete message (§5.1, §7.4).
     fn deliver(&mut self, msg: Msg) -> Result<(), Error> {
-        let seq = msg.header.seq;
-        match self.core.session.receive(seq) {
-            Incoming::Deliver => {}
-            Incoming::Duplicate => {
-                debug!(
-                    "[{}] dropping duplicate message seq {seq}",
-                    self.core.peer.addr
-                );
-                return Ok(());
-            }
-            Incoming::Gap { missing_from } => {
-                if !self.core.session.lossy {
-                    return Err(Error::PeerMisbehaved(
-                        "message sequence gap on a lossless session",
-                    ));
-                }
-                debug!(
-                    "[{}] messages {missing_from}..{seq} skipped by a lossy peer",
-                    self.core.peer.addr
-                );
-            }
+        if !self.core.check_incoming_seq(msg.header.seq)? {
+            return Ok(());
         }
         if self.ack_due.is_none() {
             self.ack_due = Some(self.last_rx_time() + self.core.cfg.ack_delay);

@@ -353,16 +353,7 @@ impl Connection {
             );
         }
         if reset {
-            let was_established = self.core.session.connect_seq > 0;
-            let cookie = crate::proto::core::random_cookie(&mut *self.core.rng);
-            self.core.session.reset_keep_queue(cookie);
-            if was_established {
-                if self.core.session.lossy {
-                    self.core.events.push_back(Event::Reset);
-                } else if self.core.policy.resetcheck {
-                    self.core.events.push_back(Event::RemoteReset);
-                }
-            }
+            self.core.reset_for_adopted_link();
         }
         if let Some(ident) = &link.peer_ident {
             self.core.peer.ty = ident.entity_type;

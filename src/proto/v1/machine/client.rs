@@ -111,16 +111,7 @@ impl V1SessionConn {
                 "the v1 peer refused our (empty) authorizer (BADAUTHORIZER)",
             ))),
             Tag::RESETSESSION => {
-                info!("[{}] v1: the peer reset our session", self.core.peer.addr);
-                let cookie = random_cookie(&mut *self.core.rng);
-                let dropped = self.core.session.reset_keep_queue(cookie);
-                if dropped > 0 {
-                    info!(
-                        "[{}] {dropped} unacknowledged messages dropped by the reset",
-                        self.core.peer.addr
-                    );
-                }
-                self.core.events.push_back(Event::RemoteReset);
+                self.core.peer_reset_our_session();
                 self.client_retry()
             }
             Tag::RETRY_SESSION => {

@@ -52,7 +52,7 @@ use crate::proto::accept::{Attempt, Decision, ExistingState, ExistingView};
 use crate::proto::core::{random_cookie, session_api, SessionCore};
 use crate::proto::event::{AcceptRequest, Error, Event, Initiator, LinkId};
 use crate::proto::msgr2::{Peer, Role, State};
-use crate::proto::session::{Incoming, Session};
+use crate::proto::session::Session;
 use crate::proto::ProtoConfig;
 use crate::wire::transmit::Transmit;
 use crate::wire::types::{AddrType, AddrVec, EntityAddr, EntityName, EntityType, Timespec};
@@ -427,16 +427,7 @@ impl V1SessionConn {
             );
         }
         if reset {
-            let was_established = self.core.session.connect_seq > 0;
-            let cookie = random_cookie(&mut *self.core.rng);
-            self.core.session.reset_keep_queue(cookie);
-            if was_established {
-                if self.core.session.lossy {
-                    self.core.events.push_back(Event::Reset);
-                } else if self.core.policy.resetcheck {
-                    self.core.events.push_back(Event::RemoteReset);
-                }
-            }
+            self.core.reset_for_adopted_link();
         } else {
             self.core.session.requeue_sent();
         }
@@ -582,24 +573,8 @@ impl V1SessionConn {
             );
             return Ok(());
         }
-        let seq = raw.header.seq;
-        match self.core.session.receive(seq) {
-            Incoming::Deliver => {}
-            Incoming::Duplicate => {
-                debug!("[{}] v1: dropping duplicate seq {seq}", self.core.peer.addr);
-                return Ok(());
-            }
-            Incoming::Gap { missing_from } => {
-                if !self.core.session.lossy {
-                    return Err(Error::PeerMisbehaved(
-                        "message sequence gap on a lossless session",
-                    ));
-                }
-                debug!(
-                    "[{}] v1: messages {missing_from}..{seq} skipped by a lossy peer",
-                    self.core.peer.addr
-                );
-            }
+        if !self.core.check_incoming_seq(raw.header.seq)? {
+            return Ok(());
         }
         let message = raw.to_message();
         self.core.peer.name = Some(message.src);
