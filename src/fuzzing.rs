@@ -575,19 +575,24 @@ fn check_auth_error(e: &crate::auth::AuthError) {
     assert!(matches!(e.close_reason(), 1..=3));
 }
 
+/// A SECRET server whose key store holds [`SECRET_NAME`]'s key.
+fn secret_server() -> crate::auth::SecretServer {
+    let mut ring = crate::auth::Keyring::new();
+    ring.insert(
+        SECRET_NAME,
+        crate::auth::Secret::new(&SECRET_KEY),
+        crate::wire::types::Timespec::default(),
+    );
+    crate::auth::SecretServer::new(std::sync::Arc::new(ring))
+}
+
 /// One genuine SECRET exchange (client AUTH 1, server AUTH, client AUTH 2) for the key the
 /// SECRET fuzz targets hold, with nonces from other seeds than the targets' own: seeds for
 /// [`fuzz_auth_secret`] that reach each step but cannot complete against the target.
 pub fn sample_secret_payloads() -> [Vec<u8>; 3] {
-    use crate::auth::{ClientAuth, Keyring, Secret, SecretClient, SecretServer, ServerAuth, Step};
+    use crate::auth::{ClientAuth, Secret, SecretClient, ServerAuth, Step};
     let key = Secret::new(&SECRET_KEY);
-    let mut ring = Keyring::new();
-    ring.insert(
-        SECRET_NAME,
-        key.clone(),
-        crate::wire::types::Timespec::default(),
-    );
-    let mut server = SecretServer::new(std::sync::Arc::new(ring));
+    let mut server = secret_server();
     let Ok(mut client) = SecretClient::new(SECRET_NAME, key) else {
         unreachable!("a valid name and a 16-byte key");
     };
@@ -622,16 +627,10 @@ pub fn sample_secret_payloads() -> [Vec<u8>; 3] {
 /// nonce, so by the same argument the client never completes (no `session_key()`), and the
 /// second reply is always refused.
 pub fn fuzz_auth_secret(data: &[u8]) {
-    use crate::auth::{AuthError, ClientAuth, Keyring, Secret, SecretClient, SecretServer};
+    use crate::auth::{AuthError, ClientAuth, Secret, SecretClient};
     use crate::auth::{ServerAuth, Step};
     let key = Secret::new(&SECRET_KEY);
-    let mut ring = Keyring::new();
-    ring.insert(
-        SECRET_NAME,
-        key.clone(),
-        crate::wire::types::Timespec::default(),
-    );
-    let mut server = SecretServer::new(std::sync::Arc::new(ring));
+    let mut server = secret_server();
     let mut rng = SeededRng::new(SECRET_SERVER_SEED);
     let mut failed: Option<AuthError> = None;
     for (i, p) in split_payloads(data, 3).into_iter().enumerate() {

@@ -199,6 +199,15 @@ impl SessionCore {
 
     // ----- session rules both protocols apply --------------------------------
 
+    /// The handshake completed: the session is open, the reconnect backoff starts over,
+    /// and `event` (`Connected` or `Accepted`) is reported.
+    pub(crate) fn opened(&mut self, event: Event) {
+        self.state = State::Open;
+        self.reconnect_at = None;
+        self.backoff = self.cfg.backoff_initial;
+        self.events.push_back(event);
+    }
+
     /// The peer answered our resume with a reset (v1 RESETSESSION, msgr2
     /// RECONNECT_RESET): start a new session with a fresh cookie, keep what was never
     /// sent, drop (and count) what was sent unacknowledged, report a remote reset.

@@ -334,9 +334,6 @@ impl Connection {
             link.phase = Phase::Open;
             link.last_keepalive_tx = now;
         }
-        self.core.state = State::Open;
-        self.core.backoff = self.core.cfg.backoff_initial;
-        self.core.reconnect_at = None;
-        self.core.events.push_back(Event::Connected { resumed });
+        self.core.opened(Event::Connected { resumed });
     }
 }

@@ -18,7 +18,7 @@ use super::super::event::{AcceptRequest, Error, Event, Initiator};
 use super::super::session::Session;
 use super::super::Mode;
 use super::link::Phase;
-use super::{Connection, LinkHandoff, State};
+use super::{Connection, LinkHandoff};
 
 impl Connection {
     pub(super) fn server_frame(
@@ -297,10 +297,7 @@ impl Connection {
             link.phase = Phase::Open;
             link.last_keepalive_tx = now;
         }
-        self.core.state = State::Open;
-        self.core.reconnect_at = None;
-        self.core.backoff = self.core.cfg.backoff_initial;
-        self.core.events.push_back(Event::Accepted { resumed });
+        self.core.opened(Event::Accepted { resumed });
     }
 
     /// A refusal: RETRY_SESSION, RETRY_GLOBAL, RESET (after our IDENT) or WAIT.

@@ -178,9 +178,6 @@ impl V1SessionConn {
             link.phase = Phase::Open;
             link.last_keepalive_tx = now;
         }
-        self.core.state = State::Open;
-        self.core.backoff = self.core.cfg.backoff_initial;
-        self.core.reconnect_at = None;
-        self.core.events.push_back(Event::Connected { resumed });
+        self.core.opened(Event::Connected { resumed });
     }
 }

@@ -179,9 +179,6 @@ impl V1SessionConn {
             link.phase = Phase::Open;
             link.last_keepalive_tx = now;
         }
-        self.core.state = State::Open;
-        self.core.reconnect_at = None;
-        self.core.backoff = self.core.cfg.backoff_initial;
-        self.core.events.push_back(Event::Accepted { resumed });
+        self.core.opened(Event::Accepted { resumed });
     }
 }
