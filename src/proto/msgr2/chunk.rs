@@ -8,6 +8,7 @@ use std::fmt;
 
 use bytes::Bytes;
 
+use super::landing::Landing;
 use crate::wire::message::Message;
 use crate::wire::msgr2::{Chunk, Msg, MsgHeader2};
 
@@ -186,7 +187,8 @@ pub(crate) struct InTransfer {
     header: MsgHeader2,
     front: Bytes,
     middle: Bytes,
-    data: Vec<u8>,
+    /// `None` once the message completed.
+    data: Option<Landing>,
     coverage: Coverage,
 }
 
@@ -201,7 +203,7 @@ pub(crate) enum ChunkOutcome {
 impl InTransfer {
     /// Start receiving the chunked message whose header (and front, middle) arrived.
     /// `data_len` was checked against `max_data_len` by the decoder; the buffer is
-    /// allocated zeroed (the same memory bound as one plain MSG).
+    /// allocated zeroed (the same memory bound as one plain MSG; see `landing.rs`).
     pub(crate) fn new(msg: Msg) -> Result<Self, ChunkError> {
         let xid = msg.header.seq;
         if msg.header.data_len == 0 {
@@ -209,7 +211,7 @@ impl InTransfer {
         }
         Ok(InTransfer {
             xid,
-            data: vec![0u8; msg.header.data_len as usize],
+            data: Some(Landing::new(msg.header.data_len as usize)),
             header: msg.header,
             front: msg.front,
             middle: msg.middle,
@@ -249,8 +251,12 @@ impl InTransfer {
                 len,
             });
         }
+        let Some(data) = self.data.as_mut() else {
+            // A completed transfer is no longer `current`; nothing reaches here.
+            return Err(ChunkError::UnknownTransfer { xid });
+        };
         // Both bounds were checked against the buffer's length above.
-        self.data[chunk.offset as usize..end as usize].copy_from_slice(&chunk.data);
+        data.write(chunk.offset as usize, &chunk.data);
         let complete = self.coverage.covered() == total;
         match (complete, chunk.seq) {
             (false, 0) => Ok(ChunkOutcome::Partial),
@@ -263,7 +269,11 @@ impl InTransfer {
                     header,
                     front: std::mem::take(&mut self.front),
                     middle: std::mem::take(&mut self.middle),
-                    data: Bytes::from(std::mem::take(&mut self.data)),
+                    data: self
+                        .data
+                        .take()
+                        .map(Landing::into_bytes)
+                        .unwrap_or_default(),
                 };
                 Ok(ChunkOutcome::Complete(Box::new(msg)))
             }

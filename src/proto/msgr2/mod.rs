@@ -8,6 +8,7 @@
 mod chunk;
 mod client;
 mod exchange;
+mod landing;
 mod link;
 mod server;
 
