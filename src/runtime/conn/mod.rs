@@ -129,12 +129,14 @@ impl LinkIo {
 }
 
 /// The socket buffer size for a link that carries chunked messages: the configured
-/// `ms_chunked_sockbuf`, but never below one maximum segment. Below that the window
-/// the kernel derives from the buffer cannot hold a full segment, and the transfer
-/// crawls on persist and delayed-ACK timers: on loopback (MSS 65,483) a 48 KiB
-/// bound turned a 256 MiB transfer from 0.4 s into 12 s.
+/// `ms_chunked_sockbuf`, but never below two maximum segments. Below one, the window
+/// the kernel derives from the buffer cannot hold a full segment and the transfer
+/// crawls on persist and delayed-ACK timers (on loopback, MSS 65,483, a 48 KiB bound
+/// turned a 256 MiB transfer from 0.4 s into 12 s); between one and two, segments
+/// still wait for timers now and then (64 KiB: a 13-16 ms stall in every run, 80 KiB
+/// 3-13 ms, 96 KiB 2-4 ms, 128 KiB none above 2 ms; BENCHMARKS.md).
 fn chunked_buffer_size(configured: usize, mss: Option<u32>) -> usize {
-    let floor = mss.map_or(0, |m| m as usize);
+    let floor = mss.map_or(0, |m| 2 * m as usize);
     configured.max(floor)
 }
 
@@ -453,10 +455,11 @@ mod tests {
     }
 
     #[test]
-    fn chunked_buffers_never_go_below_one_segment() {
-        // Loopback's MSS: a smaller bound is raised to it.
-        assert_eq!(chunked_buffer_size(48 * 1024, Some(65_483)), 65_483);
-        assert_eq!(chunked_buffer_size(128 * 1024, Some(65_483)), 128 * 1024);
+    fn chunked_buffers_never_go_below_two_segments() {
+        // Loopback's MSS: a smaller bound is raised to two segments.
+        assert_eq!(chunked_buffer_size(48 * 1024, Some(65_483)), 130_966);
+        assert_eq!(chunked_buffer_size(64 * 1024, Some(65_483)), 130_966);
+        assert_eq!(chunked_buffer_size(192 * 1024, Some(65_483)), 192 * 1024);
         // Ethernet's MSS leaves the configured bound alone.
         assert_eq!(chunked_buffer_size(64 * 1024, Some(1448)), 64 * 1024);
         // An OS that does not report the MSS: the configured bound.
