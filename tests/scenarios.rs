@@ -561,3 +561,61 @@ fn chunked_messages_survive_socket_failures_intact_and_in_order() {
     srv.shutdown();
     cli.shutdown();
 }
+
+/// `ms_crc_data=false` on either side or both: messages (small ones and a chunked 2 MiB
+/// one) cross in both directions intact. The option only stops checking; plain frames
+/// still carry their CRCs (docs/PROTOCOL.md §6.1). Before, a side with the option off
+/// sent plain MSGs without CRCs and its peer closed every connection over them.
+#[test]
+fn crc_checking_off_on_either_side_still_talks() {
+    use simplemsgr::wire::msgr2::PROTO_FEATURE_STRUCTURED;
+    common::init_log();
+    let data: Vec<u8> = (0..(2u32 << 20)).map(|i| (i % 241) as u8).collect();
+    for (client_checks, server_checks) in [(false, false), (false, true), (true, false)] {
+        let mut b = Messenger::builder("osd.0".parse().unwrap())
+            .bind("127.0.0.1:0".parse().unwrap())
+            .default_policy(Policy::stateful_server())
+            .protocol_features(PROTO_FEATURE_STRUCTURED);
+        b.config_mut()
+            .set("ms_crc_data", if server_checks { "true" } else { "false" })
+            .unwrap();
+        let srv = b.start(Arc::new(Echo)).unwrap();
+        let mut b = Messenger::builder("client.1".parse().unwrap())
+            .default_policy(Policy::lossless_client())
+            .protocol_features(PROTO_FEATURE_STRUCTURED);
+        b.config_mut()
+            .set("ms_crc_data", if client_checks { "true" } else { "false" })
+            .unwrap();
+        let (d, cev) = ChannelDispatcher::new();
+        let cli = b.start(Arc::new(d)).unwrap();
+        let conn = cli
+            .connect(srv.listen_addr().unwrap(), EntityType::OSD)
+            .unwrap();
+        for i in 0..10 {
+            conn.send(msg(i, 100)).unwrap();
+        }
+        conn.send(msg(10, 40).with_data(data.clone())).unwrap();
+        let deadline = Instant::now() + T;
+        let mut got = Vec::new();
+        while got.len() < 11 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match cev.recv_timeout(left) {
+                Ok(Event::Message(_, m)) => {
+                    if index(&m) == 10 {
+                        assert!(m.data[..] == data[..], "the chunked echo arrived altered");
+                    }
+                    got.push(index(&m));
+                }
+                Ok(_) => {}
+                Err(e) => panic!(
+                    "client checks {client_checks}, server checks {server_checks}: \
+                     only {got:?} came back: {e}"
+                ),
+            }
+        }
+        got.sort_unstable();
+        assert_eq!(got, (0..11).collect::<Vec<_>>());
+        cli.shutdown();
+        srv.shutdown();
+    }
+}

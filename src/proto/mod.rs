@@ -145,7 +145,9 @@ pub struct ProtoConfig {
     pub backoff_jitter: f64,
     /// Protected frames per direction and key before the link is closed and re-keyed.
     pub max_frames_per_key: u64,
-    /// Compute and check CRCs on plain MSG frames.
+    /// Check the CRCs of received plain MSG and CHUNK frames. Sent plain frames carry
+    /// them either way (docs/PROTOCOL.md §6.1 requires it of every sender), so turning
+    /// this off saves the receiving half only and stays compatible with every peer.
     pub crc: bool,
     /// Stop adding messages to one transmit batch beyond this many bytes.
     pub max_batch_bytes: usize,

@@ -22,7 +22,7 @@
 //! | `ms_dispatch_throttle_bytes` | [`Config::dispatch_throttle_bytes`] | 100 MiB | Ceph |
 //! | `ms_dispatch_throttle_messages` | [`Config::dispatch_throttle_messages`] | 0 = unlimited | simplemsgr |
 //! | `ms_max_front_len` / `ms_max_middle_len` / `ms_max_data_len` | `max_*_len` | 16 MiB / 16 MiB / 512 MiB | simplemsgr (docs/PROTOCOL.md §2.3) |
-//! | `ms_crc_data`, `ms_crc_header` | [`Config::crc`] | true | Ceph (one switch here) |
+//! | `ms_crc_data`, `ms_crc_header` | [`Config::crc`] (checking only; plain frames always carry CRCs) | true | Ceph (one switch here) |
 //! | `ms_chunk_yield` | [`Config::chunk_yield`] | true | simplemsgr |
 //! | `ms_chunked_sockbuf` | [`Config::chunked_sockbuf`] | 128 KiB (0 = leave the OS default) | simplemsgr |
 //! | `ms_chunked_notsent_lowat` | [`Config::chunked_notsent_lowat`] | 16 KiB (0 = off) | simplemsgr |
@@ -134,7 +134,11 @@ pub struct Config {
     pub max_middle_len: u32,
     /// Largest accepted data section (`ms_max_data_len`).
     pub max_data_len: u32,
-    /// Compute and check CRCs (`ms_crc_data`, `ms_crc_header`).
+    /// Check the CRCs of received msgr2 plain frames (`ms_crc_data`, `ms_crc_header`).
+    /// Unlike Ceph's option this never stops the sending side from filling them: our
+    /// wire contract (docs/PROTOCOL.md §6.1) makes every plain MSG carry its CRCs, and a
+    /// peer would close the connection over one without. Off saves the receiver's pass
+    /// over the bytes; nothing detects a corrupted plain frame then.
     pub crc: bool,
     /// While a large message goes out in chunks (structured data, docs/PROTOCOL.md §7),
     /// the connection's writer yields the CPU after each chunk it writes, and the

@@ -261,7 +261,8 @@ impl Connection {
                 )?;
             }
         }
-        let crc = self.core.cfg.crc && link.tx.protection() == Protection::Plain;
+        // A plain MSG always carries its CRCs (§6.1); `cfg.crc` only governs checking them.
+        let crc = link.tx.protection() == Protection::Plain;
         let chunk_size = if structured {
             self.core
                 .cfg

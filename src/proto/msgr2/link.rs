@@ -111,7 +111,17 @@ pub struct Link {
 pub const MAX_RETRIES_PER_LINK: u32 = 16;
 
 impl Link {
-    pub(crate) fn new(id: LinkId, role: Role, limits: Limits, now: Instant) -> Self {
+    /// A link in its first phase. `check_crcs`: compare received CRCs
+    /// ([`ProtoConfig::crc`](crate::proto::ProtoConfig::crc)).
+    pub(crate) fn new(
+        id: LinkId,
+        role: Role,
+        limits: Limits,
+        check_crcs: bool,
+        now: Instant,
+    ) -> Self {
+        let mut deframer = Deframer::new(limits);
+        deframer.set_check_crcs(check_crcs);
         Link {
             id,
             role,
@@ -119,7 +129,7 @@ impl Link {
                 Role::Client => Phase::ExpectAuth,
                 Role::Server => Phase::ExpectSetMethod,
             },
-            deframer: Deframer::new(limits),
+            deframer,
             rx: RxProtector::plain(),
             tx: TxProtector::plain(),
             out: Transmit::new(),

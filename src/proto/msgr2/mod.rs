@@ -127,7 +127,7 @@ impl Connection {
         link_id: LinkId,
         now: Instant,
     ) -> Self {
-        let mut link = Link::new(link_id, Role::Server, cfg.limits, now);
+        let mut link = Link::new(link_id, Role::Server, cfg.limits, cfg.crc, now);
         link.queue_banner(&our_banner(&cfg));
         Connection {
             core: SessionCore::incoming(cfg, rng, now),
@@ -162,7 +162,13 @@ impl Connection {
         self.core.state = State::Connecting;
         self.core.reconnect_at = None;
         self.core.session.global_seq = self.core.cfg.global_seq.next(0);
-        let link = Link::new(link_id, Role::Client, self.core.cfg.limits, now);
+        let link = Link::new(
+            link_id,
+            Role::Client,
+            self.core.cfg.limits,
+            self.core.cfg.crc,
+            now,
+        );
         self.link = Some(link);
         if let Err(e) = self.client_start(now) {
             self.fail_link(now, e, Initiator::Local);

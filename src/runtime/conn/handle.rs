@@ -87,9 +87,7 @@ impl ConnectionRef {
         // (a 1 MiB CRC takes as long as copying the bytes into the kernel). Only when
         // the frames will carry CRCs: plain mode.
         if msg.payload_len() >= CRC_AHEAD_MIN
-            && inner
-                .as_ref()
-                .is_some_and(|i| i.proto.crc && i.proto.mode == Mode::Plain)
+            && inner.as_ref().is_some_and(|i| i.proto.mode == Mode::Plain)
         {
             msg.precompute_crcs();
         }

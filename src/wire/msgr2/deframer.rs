@@ -87,6 +87,8 @@ pub struct Deframer {
     limits: Limits,
     /// Total size of the frame in progress once known, and the form it was computed for.
     pending: Option<(usize, Protection)>,
+    /// Compare the CRCs of plain MSG and CHUNK frames (see [`Deframer::set_check_crcs`]).
+    check_crcs: bool,
 }
 
 impl Deframer {
@@ -96,7 +98,16 @@ impl Deframer {
             buf: BytesMut::new(),
             limits,
             pending: None,
+            check_crcs: true,
         }
+    }
+
+    /// Whether to compare the CRCs a plain MSG or CHUNK carries with the bytes (on by
+    /// default). Off, the comparisons are skipped, never the rule that a plain MSG has
+    /// its `CRC` flag set (§6.1): a receiver may choose not to check, a sender may not
+    /// choose not to fill them (`ms_crc_data=false`).
+    pub fn set_check_crcs(&mut self, on: bool) {
+        self.check_crcs = on;
     }
 
     /// The limits in force.
@@ -191,7 +202,9 @@ impl Deframer {
                 }
                 .into());
             }
-            msg.verify_crcs()?;
+            if self.check_crcs {
+                msg.verify_crcs()?;
+            }
             return Ok(Some(Decoded {
                 frame: Frame::Msg(msg),
                 raw,
@@ -212,7 +225,7 @@ impl Deframer {
             let frame = Frame::decode(raw.clone(), &self.limits)?;
             // §7.2: a plain CHUNK carries the CRC of its bytes.
             if let Frame::Chunk(c) = &frame {
-                if crate::wire::ceph_crc32c(0, &c.data) != c.crc {
+                if self.check_crcs && crate::wire::ceph_crc32c(0, &c.data) != c.crc {
                     return Err(DecodeError::Invalid {
                         what: "CHUNK.crc (mismatch)",
                     }
@@ -678,6 +691,54 @@ mod tests {
             d.next_frame(&mut rx),
             Err(FrameError::Decode(DecodeError::Invalid { .. }))
         ));
+    }
+
+    /// `set_check_crcs(false)` (`ms_crc_data=false`): wrong CRCs in a plain MSG or CHUNK
+    /// pass, a plain MSG without its `CRC` flag still does not.
+    #[test]
+    fn unchecked_crcs_skip_the_comparisons_not_the_flag_rule() {
+        let msg = Message::new(1, &b"abc"[..]);
+        let src = EntityName::new(EntityType::MON, 0);
+        let mut corrupt = Vec::new();
+        Frame::Msg(Msg::from_message(&msg, 1, 0, src, true)).encode(&mut corrupt);
+        let last = corrupt.len() - 1;
+        corrupt[last] ^= 1; // the front's last byte: front_crc no longer matches
+        let mut no_flag = Vec::new();
+        Frame::Msg(Msg::from_message(&msg, 1, 0, src, false)).encode(&mut no_flag);
+        let mut bad_chunk = Vec::new();
+        Frame::Chunk(Chunk {
+            xid: 1,
+            offset: 0,
+            seq: 0,
+            crc: 0xdead_beef,
+            data: Bytes::from_static(b"chunk"),
+        })
+        .encode(&mut bad_chunk);
+        let run = |check: bool, wire: &[u8]| {
+            let mut d = Deframer::new(Limits::default());
+            d.set_check_crcs(check);
+            d.push(wire);
+            d.next_frame(&mut RxProtector::plain())
+        };
+        assert!(run(true, &corrupt).is_err());
+        match run(false, &corrupt) {
+            Ok(Some(Decoded {
+                frame: Frame::Msg(m),
+                ..
+            })) => assert_eq!(&m.front[..], b"abb"),
+            other => panic!("{other:?}"),
+        }
+        assert!(run(true, &bad_chunk).is_err());
+        assert!(matches!(
+            run(false, &bad_chunk),
+            Ok(Some(Decoded {
+                frame: Frame::Chunk(_),
+                ..
+            }))
+        ));
+        for check in [true, false] {
+            assert!(run(check, &no_flag).is_err(), "check_crcs {check}");
+        }
     }
 
     #[test]
