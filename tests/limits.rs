@@ -508,3 +508,43 @@ fn reconnect_delays_are_jittered() {
     );
     assert!(delays(0.0).iter().all(|d| *d == initial));
 }
+
+/// A message whose data section is above this messenger's `ms_max_data_len` is refused
+/// by `send` with an error that names the section, the length and the option; the
+/// connection goes on carrying messages within the limit.
+#[test]
+fn send_refuses_a_message_above_our_limits_with_a_clear_error() {
+    common::init_log();
+    let srv = echo_server(Config::default());
+    let mut b =
+        Messenger::builder("client.9".parse().unwrap()).default_policy(Policy::lossless_client());
+    b.config_mut().set("ms_max_data_len", "64K").unwrap();
+    let (d, events) = ChannelDispatcher::new();
+    let cli = b.start(Arc::new(d)).unwrap();
+    let conn = cli
+        .connect(srv.listen_addr().unwrap(), EntityType::OSD)
+        .unwrap();
+    let err = conn
+        .send(msg(0, 10).with_data(vec![1u8; 100_000]))
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            simplemsgr::runtime::Error::TooLarge {
+                section: "data",
+                len: 100_000,
+                limit: 65_536
+            }
+        ),
+        "{err:?}"
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains("ms_max_data_len") && text.contains("100000"),
+        "{text}"
+    );
+    conn.send(msg(1, 10).with_data(vec![1u8; 65_536])).unwrap();
+    assert_eq!(recv_messages(&events, 1, Duration::from_secs(10)), vec![1]);
+    cli.shutdown();
+    srv.shutdown();
+}

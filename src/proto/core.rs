@@ -39,6 +39,9 @@ pub(crate) struct SessionCore {
     pub(crate) standby_until: Option<Instant>,
     /// The current reconnect backoff.
     pub(crate) backoff: Duration,
+    /// Keep the backoff through the next handshake: the last open link was closed by the
+    /// peer for a protocol violation of ours (see `fault::after_link_loss`).
+    pub(crate) hold_backoff: bool,
     pub(crate) last_keepalive_ack: Option<Instant>,
     pub(crate) last_keepalive: Option<Instant>,
     /// Bytes still to be written on links that are closing (CLOSE frames and what was
@@ -96,6 +99,7 @@ impl SessionCore {
             reconnect_at: None,
             standby_until: None,
             backoff: cfg.backoff_initial,
+            hold_backoff: false,
             last_keepalive_ack: None,
             last_keepalive: None,
             farewell: Vec::new(),
@@ -106,6 +110,20 @@ impl SessionCore {
     /// Queue a message. A session in standby starts reconnecting (unless we are a
     /// `server`, which waits for the peer).
     pub(crate) fn send(&mut self, msg: Message) -> Result<(), SendError> {
+        let limits = &self.cfg.limits;
+        for (section, len, limit) in [
+            ("front", msg.front.len(), limits.max_front),
+            ("middle", msg.middle.len(), limits.max_middle),
+            ("data", msg.data.len(), limits.max_data),
+        ] {
+            if len as u64 > u64::from(limit) {
+                return Err(SendError::TooLarge {
+                    section,
+                    len: len as u64,
+                    limit,
+                });
+            }
+        }
         match self.state {
             State::Closed => return Err(SendError::Closed),
             State::Standby if !self.policy.server => {
@@ -199,12 +217,15 @@ impl SessionCore {
 
     // ----- session rules both protocols apply --------------------------------
 
-    /// The handshake completed: the session is open, the reconnect backoff starts over,
-    /// and `event` (`Connected` or `Accepted`) is reported.
+    /// The handshake completed: the session is open, the reconnect backoff starts over
+    /// (unless held, see `hold_backoff`), and `event` (`Connected` or `Accepted`) is
+    /// reported.
     pub(crate) fn opened(&mut self, event: Event) {
         self.state = State::Open;
         self.reconnect_at = None;
-        self.backoff = self.cfg.backoff_initial;
+        if !self.hold_backoff {
+            self.backoff = self.cfg.backoff_initial;
+        }
         self.events.push_back(event);
     }
 

@@ -8,13 +8,19 @@
 //!   waits (a `server`, or an idle `standby` peer, or the loser of a race) or
 //!   reconnects: at once if the link had been open, else after a doubling backoff
 //!   shortened by a random fraction of up to `backoff_jitter` (default 20%), so that
-//!   many clients do not return in lock-step.
+//!   many clients do not return in lock-step;
+//! - an open link the peer closed with CLOSE(PROTOCOL) counts as a failed attempt, and
+//!   the backoff keeps doubling through the handshakes that follow until a link ends
+//!   for another reason: what we replay would most likely break the peer's rules again
+//!   (say a message above the peer's `max_data_len`), and reconnecting at once made a
+//!   hot loop of it (about 440 connections a second).
 
 use std::time::Instant;
 
 use super::core::SessionCore;
 use super::event::{Error, Event};
 use super::msgr2::State;
+use crate::wire::msgr2::CloseReason;
 
 /// Apply the rule after the link closed with `error`; `was_open` tells whether the
 /// handshake had completed on it.
@@ -53,9 +59,27 @@ pub(crate) fn after_link_loss(p: &mut SessionCore, error: Error, was_open: bool,
         return;
     }
     p.state = State::Connecting;
+    let refused_by_peer = matches!(
+        error,
+        Error::Closed {
+            reason: CloseReason::PROTOCOL,
+            ..
+        }
+    );
+    if refused_by_peer {
+        log::warn!(
+            "[{}] the peer closed the connection over a protocol violation ({error}); \
+             reconnecting after {:?}",
+            p.peer.addr,
+            p.backoff
+        );
+        p.hold_backoff = true;
+    } else if was_open {
+        p.hold_backoff = false;
+    }
     // Jitter (`ProtoConfig::backoff_jitter`, fraction `j`; `u` uniform in 0..=1): many
     // clients that lose one server at once must not come back in lock-step.
-    if was_open {
+    if was_open && !refused_by_peer {
         // The first attempt at once (as Ceph): if the peer is gone it fails fast, and
         // the jittered backoff below spreads the attempts that follow.
         p.backoff = p.cfg.backoff_initial;

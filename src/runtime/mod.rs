@@ -48,10 +48,8 @@ pub use throttle::{Throttle, ThrottleGuard};
 pub use conn::ConnectionRef;
 pub use messenger::{Messenger, MessengerBuilder};
 
-/// Errors reported by the runtime.
-///
-/// PLACEHOLDER: the messenger core may add variants; it is `#[non_exhaustive]` so
-/// that adding them is not a breaking change.
+/// Errors reported by the runtime. `#[non_exhaustive]`: later versions may add
+/// variants without a breaking change.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Error {
@@ -71,6 +69,17 @@ pub enum Error {
     },
     /// The messenger is shutting down.
     Shutdown,
+    /// A message was refused before it was queued: one of its sections is longer than
+    /// this messenger's limit for it (`ms_max_front_len`, `ms_max_middle_len`,
+    /// `ms_max_data_len`), which a peer with the same limits would not accept.
+    TooLarge {
+        /// `front`, `middle` or `data`.
+        section: &'static str,
+        /// Its length.
+        len: u64,
+        /// The limit.
+        limit: u32,
+    },
 }
 
 impl fmt::Display for Error {
@@ -81,6 +90,15 @@ impl fmt::Display for Error {
             Error::Refused { reason } => write!(f, "connection refused: {reason}"),
             Error::Timeout { what } => write!(f, "{what} timed out"),
             Error::Shutdown => f.write_str("the messenger is shutting down"),
+            Error::TooLarge {
+                section,
+                len,
+                limit,
+            } => write!(
+                f,
+                "message refused: its {section} section is {len} bytes, above the limit of \
+                 {limit} (ms_max_{section}_len)"
+            ),
         }
     }
 }
@@ -120,6 +138,9 @@ impl From<Error> for io::Error {
                 io::ErrorKind::NotConnected,
                 "the messenger is shutting down",
             ),
+            e @ Error::TooLarge { .. } => {
+                io::Error::new(io::ErrorKind::InvalidInput, e.to_string())
+            }
         }
     }
 }

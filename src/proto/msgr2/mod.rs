@@ -77,7 +77,38 @@ pub struct LinkHandoff {
 pub enum SendError {
     /// The session is closed (marked down, refused, or a lossy session that failed).
     Closed,
+    /// A section is longer than this side's limit for it (`max_front_len`,
+    /// `max_middle_len`, `max_data_len`). A peer with the same limits would close the
+    /// connection over the message, and a lossless session would resend it on every
+    /// reconnect, so it is refused here instead.
+    TooLarge {
+        /// `front`, `middle` or `data`.
+        section: &'static str,
+        /// Its length.
+        len: u64,
+        /// The limit.
+        limit: u32,
+    },
 }
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SendError::Closed => f.write_str("the connection is closed"),
+            SendError::TooLarge {
+                section,
+                len,
+                limit,
+            } => write!(
+                f,
+                "the message's {section} section is {len} bytes, above the limit of {limit} \
+                 (ms_max_{section}_len)"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for SendError {}
 
 /// One msgr2 session. See the module documentation of [`crate::proto`] for the
 /// call contract.

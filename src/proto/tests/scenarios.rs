@@ -534,3 +534,85 @@ fn garbage_input_closes_the_link_without_panicking() {
     }
     let _ = Bytes::new();
 }
+
+/// A section above this side's own limit is refused by `send`, with the section, its
+/// length and the limit; nothing is queued.
+#[test]
+fn send_refuses_a_section_above_our_limit() {
+    let mut a = config(
+        EntityName::new(EntityType::CLIENT, 1),
+        EntityAddr::blank(AddrType::MSGR2, 11),
+    );
+    a.limits.max_data = 64 * 1024;
+    a.limits.max_front = 1024;
+    let b = config(EntityName::new(EntityType::OSD, 0), addr(6800, 22));
+    let mut p = Pair::new(a, b);
+    let c = p.connect(Side::A);
+    p.drive();
+    let conn = p.conn(Side::A, c);
+    assert_eq!(
+        conn.send(Message::new(1, vec![0u8; 16]).with_data(vec![0u8; 64 * 1024 + 1])),
+        Err(crate::proto::msgr2::SendError::TooLarge {
+            section: "data",
+            len: 64 * 1024 + 1,
+            limit: 64 * 1024
+        })
+    );
+    assert!(matches!(
+        conn.send(Message::new(1, vec![0u8; 1025])),
+        Err(crate::proto::msgr2::SendError::TooLarge {
+            section: "front",
+            ..
+        })
+    ));
+    assert!(!conn.session().has_outgoing(), "nothing was queued");
+    conn.send(Message::new(1, vec![0u8; 1024]).with_data(vec![0u8; 64 * 1024]))
+        .unwrap();
+    p.drive();
+    assert_eq!(
+        p.ep[1].delivered.len(),
+        1,
+        "a message at the limits goes through"
+    );
+}
+
+/// A message above the *peer's* limit (ours is larger): the peer closes every link that
+/// carries it with CLOSE(PROTOCOL), and the lossless client must not come straight back
+/// each time (that was a hot loop, ~440 connections a second). Each such close counts
+/// as a failed attempt and the backoff doubles through the handshakes: over 20 virtual
+/// seconds a handful of attempts (0.2 + 0.4 + … s), not thousands.
+#[test]
+fn a_peer_that_refuses_what_we_replay_is_retried_with_a_growing_backoff() {
+    let mut a = config(
+        EntityName::new(EntityType::CLIENT, 1),
+        EntityAddr::blank(AddrType::MSGR2, 11),
+    );
+    a.policies.default = Policy::lossless_client();
+    a.backoff_jitter = 0.0;
+    let mut b = config(EntityName::new(EntityType::OSD, 0), addr(6800, 22));
+    b.policies.default = Policy::stateful_server();
+    b.limits.max_data = 64 * 1024;
+    let mut p = Pair::new(a, b);
+    let c = p.connect(Side::A);
+    p.drive();
+    p.send(
+        Side::A,
+        c,
+        Message::new(1, vec![0u8; 16]).with_data(vec![0u8; 100_000]),
+    );
+    p.drive_for(Duration::from_secs(20), 20_000);
+    let closes = p.ep[0]
+        .log
+        .iter()
+        .filter(|l| l.starts_with("link_closed") && l.contains("PROTOCOL"))
+        .count();
+    // 0.2, 0.4, 0.8, 1.6, 3.2, 6.4 s between attempts: 6 or 7 in 20 s.
+    assert!(
+        (4..=8).contains(&closes),
+        "{closes} closes: {:?}",
+        p.ep[0].log
+    );
+    assert!(p.ep[1].delivered.is_empty());
+    // The session is still there and still trying (lossless: nothing is dropped).
+    assert_ne!(p.conn(Side::A, c).state(), State::Closed);
+}

@@ -97,11 +97,20 @@ impl ConnectionRef {
         let mut guard = None;
         let (events, wake) = {
             let mut st = self.shared.state.lock();
-            st.proto
-                .send(msg)
-                .map_err(|SendError::Closed| Error::Refused {
+            st.proto.send(msg).map_err(|e| match e {
+                SendError::Closed => Error::Refused {
                     reason: "connection is closed".into(),
-                })?;
+                },
+                SendError::TooLarge {
+                    section,
+                    len,
+                    limit,
+                } => Error::TooLarge {
+                    section,
+                    len,
+                    limit,
+                },
+            })?;
             // Sparse traffic on an idle pipe is written at once by this thread (latency):
             // nothing we sent is still unacknowledged (request/response: each reply
             // acknowledges the request) and no burst is under way. Streams are left to
