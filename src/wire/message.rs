@@ -65,10 +65,14 @@ struct SectionCrc {
 
 impl SectionCrc {
     fn of(b: &Bytes) -> Self {
+        SectionCrc::with(b, super::ceph_crc32c(0, b))
+    }
+
+    fn with(b: &Bytes, crc: u32) -> Self {
         SectionCrc {
             addr: b.as_ptr() as usize,
             len: b.len(),
-            crc: super::ceph_crc32c(0, b),
+            crc,
         }
     }
 
@@ -77,11 +81,21 @@ impl SectionCrc {
     }
 }
 
-/// Remembered section CRCs (front, middle, data), boxed so that messages without
-/// them (all small ones) stay small. Equal to every other memo: a cache is not part of
-/// a message's value.
+/// Remembered section CRCs (front, middle, data), and the data section's CRCs piece
+/// by piece for chunked sending, boxed so that messages without them (all small ones)
+/// stay small. Equal to every other memo: a cache is not part of a message's value.
 #[derive(Clone, Debug, Default)]
-pub(crate) struct CrcMemo(Option<Box<[SectionCrc; 3]>>);
+pub(crate) struct CrcMemo(Option<Box<Memo>>);
+
+#[derive(Clone, Debug)]
+struct Memo {
+    sections: [SectionCrc; 3],
+    /// The CRC of each `piece`-byte piece of the data section (the last may be shorter):
+    /// the CRCs the CHUNK frames of a chunked message carry (docs/PROTOCOL.md §7.2).
+    pieces: Vec<u32>,
+    /// The piece length; 0 when `pieces` is empty.
+    piece: usize,
+}
 
 impl PartialEq for CrcMemo {
     fn eq(&self, _: &Self) -> bool {
@@ -113,12 +127,39 @@ impl Message {
     /// Compute the CRC32C (Ceph's, seed 0) of every section now, on the calling
     /// thread, and remember them: the runtime does this in `send` for big messages
     /// so that the writer thread (and a replay after a reconnect) only copies bytes.
-    pub(crate) fn precompute_crcs(&mut self) {
-        self.crcs = CrcMemo(Some(Box::new([
-            SectionCrc::of(&self.front),
-            SectionCrc::of(&self.middle),
-            SectionCrc::of(&self.data),
-        ])));
+    /// With `piece` > 0 and a longer data section, the data's CRC is remembered for
+    /// each `piece`-byte piece too (the chunks it is sent in when structured data is
+    /// negotiated) and the section's CRC is combined from them: one pass either way.
+    pub(crate) fn precompute_crcs(&mut self, piece: usize) {
+        let (data, pieces, piece) = if piece > 0 && self.data.len() > piece {
+            let pieces: Vec<u32> = self
+                .data
+                .chunks(piece)
+                .map(|p| super::ceph_crc32c(0, p))
+                .collect();
+            let shift = super::Crc32cShift::cached(piece as u64);
+            let mut whole = 0;
+            for (i, &c) in pieces.iter().enumerate() {
+                let len = piece.min(self.data.len() - i * piece);
+                whole = if len == piece {
+                    shift.apply(whole) ^ c
+                } else {
+                    super::ceph_crc32c_combine(whole, c, len as u64)
+                };
+            }
+            (SectionCrc::with(&self.data, whole), pieces, piece)
+        } else {
+            (SectionCrc::of(&self.data), Vec::new(), 0)
+        };
+        self.crcs = CrcMemo(Some(Box::new(Memo {
+            sections: [
+                SectionCrc::of(&self.front),
+                SectionCrc::of(&self.middle),
+                data,
+            ],
+            pieces,
+            piece,
+        })));
     }
 
     /// The section CRCs (front, middle, data): remembered ones where they still cover
@@ -127,12 +168,27 @@ impl Message {
         let sections = [&self.front, &self.middle, &self.data];
         let mut out = [0u32; 3];
         for (i, (o, b)) in out.iter_mut().zip(sections).enumerate() {
-            *o = match self.crcs.0.as_deref().map(|m| m[i]) {
+            *o = match self.crcs.0.as_deref().map(|m| m.sections[i]) {
                 Some(m) if m.covers(b) => m.crc,
                 _ => super::ceph_crc32c(0, b),
             };
         }
         out
+    }
+
+    /// The CRC of `data[start..end]`: remembered if it is one of the pieces
+    /// [`Message::precompute_crcs`] computed (and the data section is still the one it
+    /// saw), computed now otherwise. Panics like slicing if the range is out of bounds.
+    pub(crate) fn data_crc(&self, start: usize, end: usize) -> u32 {
+        let memo = self.crcs.0.as_deref();
+        if let Some(m) = memo.filter(|m| m.piece > 0 && m.sections[2].covers(&self.data)) {
+            if start % m.piece == 0 && end == (start + m.piece).min(self.data.len()) {
+                if let Some(&c) = m.pieces.get(start / m.piece) {
+                    return c;
+                }
+            }
+        }
+        super::ceph_crc32c(0, &self.data[start..end])
     }
 
     /// Set the data section.
@@ -204,7 +260,7 @@ mod tests {
         let mut m = sample();
         let want = fresh(&m);
         assert_eq!(m.section_crcs(), want, "without a memo");
-        m.precompute_crcs();
+        m.precompute_crcs(0);
         assert_eq!(m.section_crcs(), want, "with a memo");
         // A clone shares the sections and the memo.
         assert_eq!(m.clone().section_crcs(), want);
@@ -213,18 +269,51 @@ mod tests {
     #[test]
     fn a_section_replaced_after_precomputing_is_never_paired_with_its_old_crc() {
         let mut m = sample();
-        m.precompute_crcs();
+        m.precompute_crcs(0);
         m.data = Bytes::from(vec![4u8; 5000]); // same length, other bytes
         m.front = Bytes::from(vec![1u8; 99]); // other length
         assert_eq!(m.section_crcs(), fresh(&m));
         assert_ne!(m.section_crcs()[2], ceph_crc32c(0, &[3u8; 5000]));
     }
 
+    /// Pieces at the chunk size: each piece's CRC as the CHUNK frames need it, the
+    /// section's CRC combined from them; other ranges, and a replaced data section,
+    /// are computed from the bytes.
+    #[test]
+    fn piece_crcs_match_the_bytes_and_combine_into_the_sections() {
+        let data: Vec<u8> = (0..300_001u32).map(|i| (i % 253) as u8 ^ 0x5a).collect();
+        let mut m = sample().with_data(data.clone());
+        let piece = 65_536;
+        m.precompute_crcs(piece);
+        assert_eq!(m.section_crcs(), fresh(&m));
+        let mut start = 0;
+        while start < data.len() {
+            let end = (start + piece).min(data.len());
+            assert_eq!(
+                m.data_crc(start, end),
+                ceph_crc32c(0, &data[start..end]),
+                "{start}"
+            );
+            start = end;
+        }
+        for (a, b) in [(1, 65_537), (0, 100), (65_536, 131_071), (300_001, 300_001)] {
+            assert_eq!(m.data_crc(a, b), ceph_crc32c(0, &data[a..b]), "{a}..{b}");
+        }
+        m.data = Bytes::from(vec![9u8; data.len()]);
+        assert_eq!(m.data_crc(0, piece), ceph_crc32c(0, &m.data[..piece]));
+        assert_eq!(m.section_crcs(), fresh(&m));
+        // A data section no longer than one piece keeps a single CRC.
+        let mut small = sample();
+        small.precompute_crcs(65_536);
+        assert_eq!(small.section_crcs(), fresh(&small));
+        assert_eq!(small.data_crc(0, 10), ceph_crc32c(0, &small.data[..10]));
+    }
+
     #[test]
     fn the_memo_is_not_part_of_equality() {
         let a = sample();
         let mut b = a.clone();
-        b.precompute_crcs();
+        b.precompute_crcs(0);
         assert_eq!(a, b);
     }
 }

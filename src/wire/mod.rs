@@ -274,6 +274,73 @@ pub fn ceph_crc32c(seed: u32, data: &[u8]) -> u32 {
     !(digest.finalize() as u32)
 }
 
+/// Ceph's crc32c of `A` followed by `B`, from `ceph_crc32c(0, A)`, `ceph_crc32c(0, B)` and
+/// the length of `B`: the register of `A` run over `len_b` zero bytes, plus `B`'s CRC (the
+/// CRC is linear). Costs a pass over `len_b` zeros; [`Crc32cShift`] does the same shift in
+/// 32 XORs when one length recurs.
+pub fn ceph_crc32c_combine(crc_a: u32, crc_b: u32, len_b: u64) -> u32 {
+    crc_over_zeros(crc_a, len_b) ^ crc_b
+}
+
+/// `ceph_crc32c(seed, [0; len])` without a buffer of `len` zeros.
+fn crc_over_zeros(mut crc: u32, mut len: u64) -> u32 {
+    static ZEROS: [u8; 4096] = [0; 4096];
+    while len > 0 {
+        let n = len.min(ZEROS.len() as u64) as usize;
+        crc = ceph_crc32c(crc, &ZEROS[..n]);
+        len -= n as u64;
+    }
+    crc
+}
+
+/// The shift of a crc32c register over a fixed number of zero bytes, as the linear map
+/// it is (one column per register bit): `ceph_crc32c(0, A‖B) ==
+/// Crc32cShift::new(B.len()).apply(ceph_crc32c(0, A)) ^ ceph_crc32c(0, B)`. Building
+/// it costs 32 CRC passes over the length; [`Crc32cShift::cached`] keeps the few in use.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Crc32cShift {
+    len: u64,
+    cols: [u32; 32],
+}
+
+impl Crc32cShift {
+    /// The shift over `len` zero bytes.
+    pub(crate) fn new(len: u64) -> Self {
+        let mut cols = [0u32; 32];
+        for (i, c) in cols.iter_mut().enumerate() {
+            *c = crc_over_zeros(1 << i, len);
+        }
+        Crc32cShift { len, cols }
+    }
+
+    /// The shift over `len` zero bytes, from a small process-wide cache (a messenger
+    /// uses one chunk size).
+    pub(crate) fn cached(len: u64) -> Self {
+        static CACHE: parking_lot::Mutex<Vec<Crc32cShift>> = parking_lot::Mutex::new(Vec::new());
+        if let Some(s) = CACHE.lock().iter().find(|s| s.len == len) {
+            return *s;
+        }
+        let s = Crc32cShift::new(len);
+        let mut cache = CACHE.lock();
+        if cache.len() >= 8 {
+            cache.remove(0);
+        }
+        cache.push(s);
+        s
+    }
+
+    /// The register `crc` run over the zeros.
+    pub(crate) fn apply(&self, crc: u32) -> u32 {
+        let mut out = 0;
+        for (i, c) in self.cols.iter().enumerate() {
+            if crc & (1 << i) != 0 {
+                out ^= c;
+            }
+        }
+        out
+    }
+}
+
 /// A `Debug` wrapper that prints bytes as hex, shortened past 64 bytes.
 pub struct HexDump<'a>(pub &'a [u8]);
 
@@ -320,6 +387,39 @@ pub fn from_hex(text: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Combining the CRCs of two pieces gives the CRC of the whole, for pieces of any
+    /// length (including empty ones) and at any split.
+    #[test]
+    fn crc32c_combine_equals_the_crc_of_the_concatenation() {
+        let data: Vec<u8> = (0..200_003u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        for split in [0usize, 1, 7, 4096, 65_536, 100_000, 199_999, 200_003] {
+            let (a, b) = data.split_at(split);
+            assert_eq!(
+                ceph_crc32c_combine(ceph_crc32c(0, a), ceph_crc32c(0, b), b.len() as u64),
+                ceph_crc32c(0, &data),
+                "split at {split}"
+            );
+        }
+        // Folding 64 KiB pieces left to right with the shift map, as the memo does.
+        let shift = Crc32cShift::cached(65_536);
+        let mut whole = 0;
+        for piece in data.chunks(65_536) {
+            let c = ceph_crc32c(0, piece);
+            whole = if piece.len() == 65_536 {
+                shift.apply(whole) ^ c
+            } else {
+                ceph_crc32c_combine(whole, c, piece.len() as u64)
+            };
+        }
+        assert_eq!(whole, ceph_crc32c(0, &data));
+        assert_eq!(
+            Crc32cShift::new(7).apply(0xdead_beef),
+            crc_over_zeros(0xdead_beef, 7)
+        );
+    }
 
     #[test]
     fn ceph_crc32c_matches_the_published_vectors() {

@@ -343,7 +343,9 @@ impl Connection {
                     // §7.2: each plain chunk carries its own CRC, so checking costs one
                     // chunk's worth of time per chunk, never a whole data section at once.
                     crc: if link.tx.protection() == Protection::Plain {
-                        crate::wire::ceph_crc32c(0, &data)
+                        // Remembered by `send` (one pass on the sending thread) when
+                        // the chunk is one of the pieces it computed.
+                        t.msg.data_crc(start as usize, end as usize)
                     } else {
                         0
                     },

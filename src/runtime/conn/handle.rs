@@ -86,10 +86,12 @@ impl ConnectionRef {
         // without any lock, instead of by the writer thread while it could be writing
         // (a 1 MiB CRC takes as long as copying the bytes into the kernel). Only when
         // the frames will carry CRCs: plain mode.
-        if msg.payload_len() >= CRC_AHEAD_MIN
-            && inner.as_ref().is_some_and(|i| i.proto.mode == Mode::Plain)
-        {
-            msg.precompute_crcs();
+        if msg.payload_len() >= CRC_AHEAD_MIN {
+            if let Some(i) = inner.as_ref().filter(|i| i.proto.mode == Mode::Plain) {
+                // Piece by piece at the chunk size: the CRCs the CHUNK frames carry if
+                // the link chunks the message, combined into the data section's.
+                msg.precompute_crcs(i.proto.chunk_size);
+            }
         }
         let now = Instant::now();
         let mut out = Transmit::new();
