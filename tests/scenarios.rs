@@ -261,25 +261,44 @@ fn connection_race_leaves_one_session_each_side() {
     }
 }
 
-#[test]
-fn reconnect_with_messages_in_flight_loses_nothing() {
-    common::init_log();
-    // The server's reads fail about 1 in 20: the client reconnects and replays.
+/// A stateful server whose reads fail about 1 in `failures` (fault seed `seed`) and a
+/// lossless client connected to it that reconnects after 5 ms; both offer `features`.
+/// Returns the server, its events, the client and the connection.
+fn faulty_server_pair(
+    failures: u64,
+    seed: u64,
+    features: u64,
+) -> (
+    Messenger,
+    crossbeam_channel::Receiver<Event>,
+    Messenger,
+    ConnectionRef,
+) {
     let (d, sev) = ChannelDispatcher::new();
     let mut b = Messenger::builder("osd.0".parse().unwrap())
         .bind("127.0.0.1:0".parse().unwrap())
-        .default_policy(Policy::stateful_server());
-    b.config_mut().fault.socket_failures = 20;
-    b.config_mut().fault.seed = 7;
+        .default_policy(Policy::stateful_server())
+        .protocol_features(features);
+    b.config_mut().fault.socket_failures = failures;
+    b.config_mut().fault.seed = seed;
     let srv = b.start(Arc::new(d)).unwrap();
-    let mut b =
-        Messenger::builder("client.1".parse().unwrap()).default_policy(Policy::lossless_client());
+    let mut b = Messenger::builder("client.1".parse().unwrap())
+        .default_policy(Policy::lossless_client())
+        .protocol_features(features);
     b.config_mut().initial_backoff = Duration::from_millis(5);
     let (d, _cev) = ChannelDispatcher::new();
     let cli = b.start(Arc::new(d)).unwrap();
     let conn = cli
         .connect(srv.listen_addr().unwrap(), EntityType::OSD)
         .unwrap();
+    (srv, sev, cli, conn)
+}
+
+#[test]
+fn reconnect_with_messages_in_flight_loses_nothing() {
+    common::init_log();
+    // The server's reads fail about 1 in 20: the client reconnects and replays.
+    let (srv, sev, cli, conn) = faulty_server_pair(20, 7, 0);
     let n = 3000;
     for i in 0..n {
         conn.send(msg(i, 32 + (i as usize * 97) % 3000)).unwrap();
@@ -505,23 +524,7 @@ fn a_chunked_message_can_be_aborted_without_closing_the_connection() {
 fn chunked_messages_survive_socket_failures_intact_and_in_order() {
     use simplemsgr::wire::msgr2::PROTO_FEATURE_STRUCTURED;
     common::init_log();
-    let (d, sev) = ChannelDispatcher::new();
-    let mut b = Messenger::builder("osd.0".parse().unwrap())
-        .bind("127.0.0.1:0".parse().unwrap())
-        .default_policy(Policy::stateful_server())
-        .protocol_features(PROTO_FEATURE_STRUCTURED);
-    b.config_mut().fault.socket_failures = 100;
-    b.config_mut().fault.seed = 11;
-    let srv = b.start(Arc::new(d)).unwrap();
-    let mut b = Messenger::builder("client.1".parse().unwrap())
-        .default_policy(Policy::lossless_client())
-        .protocol_features(PROTO_FEATURE_STRUCTURED);
-    b.config_mut().initial_backoff = Duration::from_millis(5);
-    let (d, _cev) = ChannelDispatcher::new();
-    let cli = b.start(Arc::new(d)).unwrap();
-    let conn = cli
-        .connect(srv.listen_addr().unwrap(), EntityType::OSD)
-        .unwrap();
+    let (srv, sev, cli, conn) = faulty_server_pair(100, 11, PROTO_FEATURE_STRUCTURED);
     let sizes: [usize; 7] = [(3 << 20) + 5, 0, 1 << 20, 65_537, (1 << 20) - 1, 0, 2 << 20];
     let data = |i: usize| -> Vec<u8> {
         (0..sizes[i])
