@@ -276,8 +276,8 @@ pub fn ceph_crc32c(seed: u32, data: &[u8]) -> u32 {
 
 /// Ceph's crc32c of `A` followed by `B`, from `ceph_crc32c(0, A)`, `ceph_crc32c(0, B)` and
 /// the length of `B`: the register of `A` run over `len_b` zero bytes, plus `B`'s CRC (the
-/// CRC is linear). Costs a pass over `len_b` zeros; [`Crc32cShift`] does the same shift in
-/// 32 XORs when one length recurs.
+/// CRC is linear). Costs a pass over `len_b` zeros (the message CRC memo, which combines
+/// many pieces of one length, uses a precomputed 32-column map instead).
 pub fn ceph_crc32c_combine(crc_a: u32, crc_b: u32, len_b: u64) -> u32 {
     crc_over_zeros(crc_a, len_b) ^ crc_b
 }
