@@ -300,6 +300,16 @@ fn cli_bad_flags_fail_clearly() {
             "cannot read /nonexistent/capture.pcap",
         ),
         (&["ceph", "status"], 2, "--mon <ADDR>"),
+        (
+            &["ceph", "status", "--mon", "v2:127.0.0.1:1"],
+            2,
+            "msgr2 address",
+        ),
+        (
+            &["ceph", "status", "--format", "xml", "--mon", "1.2.3.4:1"],
+            2,
+            "invalid --format",
+        ),
     ];
     for (args, want, msg) in cases {
         let (code, _, err) = run(args);

@@ -26,9 +26,10 @@ pub enum Format {
 /// Arguments of `simplemsgr ceph`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct CephArgs {
-    /// The monitor's v1 address, `v1:IP:PORT` (or `IP:PORT`).
+    /// The monitor's v1 address, `v1:IP:PORT` (or `IP:PORT`). Required; like the other
+    /// options it may also follow the command words (`ceph status --mon ADDR`).
     #[arg(long, value_name = "ADDR")]
-    pub mon: String,
+    pub mon: Option<String>,
     /// Entity name to authenticate as (auth none).
     #[arg(long, default_value = "client.admin")]
     pub name: String,
@@ -47,6 +48,50 @@ pub struct CephArgs {
         value_name = "WORDS"
     )]
     pub words: Vec<String>,
+}
+
+impl CephArgs {
+    /// Options written after the command words, as Ceph's own CLI allows (`ceph status
+    /// --format json`). The parser hands every word after the first one over verbatim (a
+    /// command may carry flags of its own, such as `--yes-i-really-mean-it`), so our
+    /// options among them, as `--opt VALUE` or `--opt=VALUE`, are lifted out here; every
+    /// other word stays part of the command.
+    pub fn lift_trailing_options(&mut self) -> Result<(), String> {
+        let mut words = Vec::with_capacity(self.words.len());
+        let mut it = std::mem::take(&mut self.words).into_iter();
+        while let Some(word) = it.next() {
+            let (name, inline) = match word.split_once('=') {
+                Some((n, v)) if n.starts_with("--") => (n.to_string(), Some(v.to_string())),
+                _ => (word.clone(), None),
+            };
+            if !matches!(name.as_str(), "--mon" | "--name" | "--format" | "--timeout") {
+                words.push(word);
+                continue;
+            }
+            let value = match inline {
+                Some(v) => v,
+                None => it.next().ok_or_else(|| format!("{name} needs a value"))?,
+            };
+            match name.as_str() {
+                "--mon" => self.mon = Some(value),
+                "--name" => self.name = value,
+                "--format" => {
+                    self.format = <Format as clap::ValueEnum>::from_str(&value, true)
+                        .map_err(|_| format!("invalid --format {value:?}: plain or json"))?
+                }
+                _ => {
+                    self.timeout = value
+                        .parse()
+                        .map_err(|_| format!("invalid --timeout {value:?}: a number of seconds"))?
+                }
+            }
+        }
+        if words.is_empty() {
+            return Err("no command words (such as `status`)".into());
+        }
+        self.words = words;
+        Ok(())
+    }
 }
 
 /// Exit code for usage errors (bad address, bad command words).
@@ -131,7 +176,17 @@ fn json_str(s: &str) -> String {
 
 /// Run `simplemsgr ceph`.
 pub fn run(args: &CephArgs) -> ExitCode {
-    let addr = match parse_mon_addr(&args.mon) {
+    let mut args = args.clone();
+    if let Err(e) = args.lift_trailing_options() {
+        return fail(EXIT_USAGE, &e);
+    }
+    let Some(mon) = args.mon.as_deref() else {
+        return fail(
+            EXIT_USAGE,
+            "the monitor's address is required: --mon <ADDR> (v1:IP:PORT)",
+        );
+    };
+    let addr = match parse_mon_addr(mon) {
         Ok(a) => a,
         Err(e) => return fail(EXIT_USAGE, &e),
     };
@@ -189,6 +244,61 @@ mod tests {
 
     fn w(s: &[&str]) -> Vec<String> {
         s.iter().map(|x| x.to_string()).collect()
+    }
+
+    fn args(words: &[&str]) -> CephArgs {
+        CephArgs {
+            mon: None,
+            name: "client.admin".into(),
+            format: Format::Plain,
+            timeout: 10.0,
+            words: w(words),
+        }
+    }
+
+    /// `ceph status --format json --mon ADDR`, as Ceph users type it: our options after
+    /// the words are lifted out (both spellings); the command's own flags stay.
+    #[test]
+    fn options_after_the_words_are_ours_other_flags_stay_in_the_command() {
+        let mut a = args(&["status", "--format", "json", "--mon=v1:127.0.0.1:6789"]);
+        a.lift_trailing_options().unwrap();
+        assert_eq!(a.words, w(&["status"]));
+        assert_eq!(a.format, Format::Json);
+        assert_eq!(a.mon.as_deref(), Some("v1:127.0.0.1:6789"));
+        let mut a = args(&[
+            "osd",
+            "pool",
+            "rm",
+            "p",
+            "p",
+            "--yes-i-really-really-mean-it",
+            "--timeout",
+            "2.5",
+            "--name",
+            "client.x",
+        ]);
+        a.lift_trailing_options().unwrap();
+        assert_eq!(
+            a.words,
+            w(&[
+                "osd",
+                "pool",
+                "rm",
+                "p",
+                "p",
+                "--yes-i-really-really-mean-it"
+            ])
+        );
+        assert_eq!((a.timeout, a.name.as_str()), (2.5, "client.x"));
+        for (bad, want) in [
+            (&["status", "--mon"][..], "--mon needs a value"),
+            (&["status", "--format", "xml"], "invalid --format"),
+            (&["status", "--timeout=soon"], "invalid --timeout"),
+            (&["--format", "json"], "no command words"),
+        ] {
+            let err = args(bad).lift_trailing_options().unwrap_err();
+            assert!(err.contains(want), "{bad:?}: {err}");
+        }
     }
 
     #[test]
