@@ -119,6 +119,26 @@ impl From<io::Error> for Error {
     }
 }
 
+impl From<crate::proto::msgr2::SendError> for Error {
+    fn from(e: crate::proto::msgr2::SendError) -> Self {
+        use crate::proto::msgr2::SendError;
+        match e {
+            SendError::Closed => Error::Refused {
+                reason: "connection is closed".into(),
+            },
+            SendError::TooLarge {
+                section,
+                len,
+                limit,
+            } => Error::TooLarge {
+                section,
+                len,
+                limit,
+            },
+        }
+    }
+}
+
 impl From<ConfigError> for Error {
     fn from(e: ConfigError) -> Self {
         Error::Config(e)

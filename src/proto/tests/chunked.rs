@@ -178,25 +178,9 @@ fn a_peer_without_the_bit_gets_seed_001_behaviour() {
     }
 }
 
-/// Move exactly one transmit batch (at most `max_batch_bytes` + one frame) from A to B.
-fn one_batch(p: &mut Pair, c: usize) -> usize {
-    let now = p.now;
-    let link = p.conn(Side::A, c).link_id().expect("A's link");
-    let mut t = crate::wire::transmit::Transmit::new();
-    assert!(p.conn(Side::A, c).poll_transmit(link, now, &mut t));
-    let bytes = t.to_vec();
-    let b = p.ep[1]
-        .conns
-        .iter_mut()
-        .find(|c| c.link_id() == Some(link))
-        .expect("B's end of the link");
-    let mut buf = BytesMut::from(&bytes[..]);
-    b.handle_input(link, &mut buf, now);
-    bytes.len()
-}
-
-/// Move one transmit batch from A to B, as [`one_batch`], and return its frames' tags.
-fn batch_tags(p: &mut Pair, c: usize) -> Vec<Tag> {
+/// Move exactly one transmit batch (at most `max_batch_bytes` + one frame) from A to B;
+/// returns its bytes.
+fn move_batch(p: &mut Pair, c: usize) -> Vec<u8> {
     let now = p.now;
     let link = p.conn(Side::A, c).link_id().expect("A's link");
     let mut t = crate::wire::transmit::Transmit::new();
@@ -208,7 +192,17 @@ fn batch_tags(p: &mut Pair, c: usize) -> Vec<Tag> {
         .find(|c| c.link_id() == Some(link))
         .expect("B's end of the link");
     b.handle_input(link, &mut BytesMut::from(&bytes[..]), now);
-    tags_of(&bytes)
+    bytes
+}
+
+/// Move one transmit batch from A to B ([`move_batch`]); returns its length.
+fn one_batch(p: &mut Pair, c: usize) -> usize {
+    move_batch(p, c).len()
+}
+
+/// Move one transmit batch from A to B ([`move_batch`]); returns its frames' tags.
+fn batch_tags(p: &mut Pair, c: usize) -> Vec<Tag> {
+    tags_of(&move_batch(p, c))
 }
 
 #[test]

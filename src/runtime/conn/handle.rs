@@ -4,7 +4,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Instant;
 
-use crate::proto::msgr2::{SendError, State};
+use crate::proto::msgr2::State;
 use crate::proto::{AnyConnection as ProtoConn, Mode};
 use crate::wire::message::Message;
 use crate::wire::transmit::Transmit;
@@ -99,20 +99,7 @@ impl ConnectionRef {
         let mut guard = None;
         let (events, wake) = {
             let mut st = self.shared.state.lock();
-            st.proto.send(msg).map_err(|e| match e {
-                SendError::Closed => Error::Refused {
-                    reason: "connection is closed".into(),
-                },
-                SendError::TooLarge {
-                    section,
-                    len,
-                    limit,
-                } => Error::TooLarge {
-                    section,
-                    len,
-                    limit,
-                },
-            })?;
+            st.proto.send(msg)?;
             // Sparse traffic on an idle pipe is written at once by this thread (latency):
             // nothing we sent is still unacknowledged (request/response: each reply
             // acknowledges the request) and no burst is under way. Streams are left to
